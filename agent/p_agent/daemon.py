@@ -1,0 +1,106 @@
+"""Running the agent as a background daemon, one per worker user and version."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import threading
+
+from p_protocol import Layout
+
+from .jobs import Jobs
+from .server import Agent, AgentServer
+from .tmux import Tmux
+
+IDLE_CHECK_SECONDS = 60.0
+LOG_LIMIT = 1 << 20
+
+
+def restore_user_environment() -> None:
+    """Undo what the launcher set only for the agent's own start.
+
+    A frozen agent unpacks itself under ``~/.p/tmp`` (``/tmp`` may be noexec),
+    so the launcher overrides ``TMPDIR``; jobs must see the user's own.
+    """
+    if "P_USER_TMPDIR" in os.environ:
+        user_tmpdir = os.environ.pop("P_USER_TMPDIR")
+        if user_tmpdir:
+            os.environ["TMPDIR"] = user_tmpdir
+        else:
+            os.environ.pop("TMPDIR", None)
+
+
+def serve(layout: Layout, detach: bool) -> int:
+    tmux = Tmux(layout)
+    jobs = Jobs(layout, tmux)
+    jobs.ensure_layout()
+    restore_user_environment()
+    lock_fd = os.open(layout.agent_pidfile(), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # this version already serves here
+    ready_fd = _daemonize(layout) if detach else None
+    os.ftruncate(lock_fd, 0)
+    os.write(lock_fd, f"{os.getpid()}\n".encode())
+    socket_path = layout.agent_socket()
+    if os.path.lexists(socket_path):
+        os.unlink(socket_path)  # stale: we hold the lock, nobody serves it
+    old_umask = os.umask(0o077)
+    try:
+        server = AgentServer(socket_path, Agent(layout, jobs))
+    finally:
+        os.umask(old_umask)
+    server.agent.server = server
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    _watch_idle(server)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        if os.path.lexists(socket_path):
+            os.unlink(socket_path)
+    return 0
+
+
+def _daemonize(layout: Layout) -> int:
+    """Detach; the launcher returns only once the socket accepts clients."""
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        ready = os.read(read_fd, 1)
+        os._exit(0 if ready else 1)
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir(os.path.expanduser("~"))
+    log_path = os.path.join(layout.run_dir, "agent.log")
+    if os.path.exists(log_path) and os.path.getsize(log_path) > LOG_LIMIT:
+        os.replace(log_path, log_path + ".1")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    return write_fd
+
+
+def _watch_idle(server: AgentServer) -> None:
+    def watch() -> None:
+        stop = threading.Event()
+        while not stop.wait(IDLE_CHECK_SECONDS):
+            if server.agent.idle():
+                server.shutdown()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()

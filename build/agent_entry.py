@@ -1,0 +1,5 @@
+"""PyInstaller entry point of the frozen p-agent (see build/freeze.sh)."""
+
+from p_agent.__main__ import main
+
+raise SystemExit(main())

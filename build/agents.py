@@ -1,0 +1,152 @@
+"""Bookkeeping for build/build-agents.sh: version, sources hash, manifest.
+
+    python3 build/agents.py version
+    python3 build/agents.py sources-hash
+    python3 build/agents.py is-fresh <arch>        # exit 0 if no rebuild needed
+    python3 build/agents.py elf-arch <file>        # prints x86_64/aarch64/riscv64
+    python3 build/agents.py record <arch> <file>   # add/refresh manifest entry
+
+Stdlib only; runs with the host's python3 and never imports the client `p`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS_DIR = ROOT / "p" / "agents"
+MANIFEST = AGENTS_DIR / "manifest.json"
+ARCHES = ("x86_64", "aarch64", "riscv64")
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv64"}
+# Inputs of a frozen agent: its sources and everything under build/ that
+# shapes the binary.
+SOURCE_GLOBS = ("agent/p_agent/**/*.py", "p_protocol/**/*.py")
+BUILD_INPUTS = ("agent_entry.py", "agents.py", "build-agents.sh", "build-one.sh",
+                "freeze.sh", "lib.sh", "requirements.txt", "rootfs.sh", "venv.sh")
+
+
+def version() -> str:
+    text = (ROOT / "p_protocol" / "__init__.py").read_text()
+    match = re.search(r'^VERSION\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if not match:
+        raise SystemExit("p_protocol/__init__.py defines no VERSION = \"x.y.z\"")
+    return match.group(1)
+
+
+def source_files() -> list[Path]:
+    files: set[Path] = set()
+    for pattern in SOURCE_GLOBS:
+        files.update(p for p in ROOT.glob(pattern) if "__pycache__" not in p.parts)
+    files.update(ROOT / "build" / name for name in BUILD_INPUTS if (ROOT / "build" / name).exists())
+    return sorted(files)
+
+
+def sources_hash() -> str:
+    digest = hashlib.sha256()
+    for path in source_files():
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode() + b"\n")
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def elf_arch(path: Path) -> str:
+    with path.open("rb") as src:
+        header = src.read(20)
+    if header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
+        raise SystemExit(f"{path}: not a 64-bit little-endian ELF file")
+    machine = int.from_bytes(header[18:20], "little")
+    if machine not in ELF_MACHINES:
+        raise SystemExit(f"{path}: unsupported ELF machine {machine:#x}")
+    return ELF_MACHINES[machine]
+
+
+def load_manifest() -> dict[str, Any]:
+    try:
+        data = json.loads(MANIFEST.read_text())
+    except (OSError, ValueError):
+        return {"version": version(), "agents": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("agents"), dict):
+        return {"version": version(), "agents": {}}
+    return data
+
+
+def save_manifest(data: dict[str, Any]) -> None:
+    AGENTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = MANIFEST.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, MANIFEST)
+
+
+def is_fresh(arch: str) -> bool:
+    data = load_manifest()
+    entry = data["agents"].get(arch)
+    binary = AGENTS_DIR / f"p-agent-{arch}"
+    return bool(
+        data.get("version") == version()
+        and isinstance(entry, dict)
+        and entry.get("sources_sha256") == sources_hash()
+        and binary.is_file()
+        and entry.get("size") == binary.stat().st_size
+        and entry.get("sha256") == file_sha256(binary)
+    )
+
+
+def record(arch: str, binary: Path) -> None:
+    if elf_arch(binary) != arch:
+        raise SystemExit(f"{binary} is built for {elf_arch(binary)}, not {arch}")
+    data = load_manifest()
+    current = version()
+    agents: dict[str, Any] = data["agents"]
+    if data.get("version") != current:
+        agents = {}  # entries of another version must not survive
+    agents[arch] = {
+        "file": binary.name,
+        "sha256": file_sha256(binary),
+        "size": binary.stat().st_size,
+        "sources_sha256": sources_hash(),
+    }
+    # Drop entries whose binary vanished or changed behind our back.
+    for name, entry in list(agents.items()):
+        path = AGENTS_DIR / str(entry.get("file", ""))
+        if not path.is_file() or path.stat().st_size != entry.get("size"):
+            del agents[name]
+    save_manifest({"version": current, "agents": dict(sorted(agents.items()))})
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, args = argv[0], argv[1:]
+    if command == "version":
+        print(version())
+    elif command == "sources-hash":
+        print(sources_hash())
+    elif command == "is-fresh":
+        return 0 if is_fresh(args[0]) else 1
+    elif command == "elf-arch":
+        print(elf_arch(Path(args[0])))
+    elif command == "record":
+        record(args[0], Path(args[1]))
+    else:
+        print(f"unknown command {command!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Build p/agents/p-agent-<arch> (unconditionally) and record it in the
+# manifest.  Normally called by build/build-agents.sh, which skips fresh
+# arches.  x86_64 freezes natively on an x86_64 host; every other arch
+# freezes natively *inside* its Debian rootfs under qemu-user (binfmt).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=build/lib.sh
+. "$here/lib.sh"
+
+arch=${1:?usage: build-one.sh <arch>}
+deb_arch "$arch" >/dev/null
+out_dir=$root/p/agents
+out=$out_dir/p-agent-$arch
+version=$(python3 "$here/agents.py" version)
+mkdir -p "$P_BUILD_CACHE" "$out_dir"
+
+# One build per arch at a time (two `make agents` must not share a rootfs).
+exec 9>"$P_BUILD_CACHE/.lock-$arch"
+flock 9
+
+t0=$SECONDS
+if [[ $arch == "$(host_arch)" ]]; then
+    venv=$P_BUILD_CACHE/venv-$arch
+    "$here/venv.sh" "$venv" "${P_BUILD_PYTHON:-/usr/bin/python3}"
+    log "$arch: freezing natively"
+    "$here/freeze.sh" "$root" "$venv" "$out.new"
+else
+    ensure_binfmt "$arch"
+    rootfs=$("$here/rootfs.sh" "$arch" build)
+    trap 'umount_under "$rootfs"' EXIT
+    chroot_mounts "$rootfs"
+    copy_host_ca "$rootfs"
+    cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf" 2>/dev/null || true
+    # Fresh copy of the sources (only what the freeze needs).
+    src=$rootfs/opt/p-build/src
+    rm -rf "$src" "$rootfs/opt/p-build/out"
+    mkdir -p "$src/agent" "$src/build" "$rootfs/opt/p-build/out"
+    tar -C "$root" --exclude=__pycache__ -cf - agent/p_agent p_protocol | tar -C "$src" -xf -
+    cp "$here"/*.sh "$here"/*.py "$here/requirements.txt" "$src/build/"
+    log "$arch: preparing venv in $rootfs (first time: pip builds staticx, maybe PyInstaller)"
+    in_chroot "$rootfs" bash /opt/p-build/src/build/venv.sh /opt/p-build/venv /usr/bin/python3
+    log "$arch: freezing inside $rootfs under qemu-user"
+    in_chroot "$rootfs" bash /opt/p-build/src/build/freeze.sh /opt/p-build/src /opt/p-build/venv /opt/p-build/out/p-agent
+    cp "$rootfs/opt/p-build/out/p-agent" "$out.new"
+    umount_under "$rootfs"
+    trap - EXIT
+fi
+
+got=$(python3 "$here/agents.py" elf-arch "$out.new")
+[[ $got == "$arch" ]] || die "$out.new is a $got binary, expected $arch"
+# Smoke test: the static binary runs (through qemu-user if foreign) with no
+# sysroot and a private TMPDIR, and reports the expected version.
+smoke_tmp=$(mktemp -d)
+if [[ $arch == "$(host_arch)" ]]; then
+    said=$(TMPDIR=$smoke_tmp "$out.new" version)
+else
+    said=$(TMPDIR=$smoke_tmp "qemu-$arch-static" "$out.new" version)
+fi
+leftover=$(ls -A "$smoke_tmp")
+rm -rf "$smoke_tmp"
+[[ $said == "$version" ]] || die "$arch: binary says version '$said', expected '$version'"
+[[ -z $leftover ]] || die "$arch: binary left temp files behind: $leftover"
+mv -f "$out.new" "$out"
+python3 "$here/agents.py" record "$arch" "$out"
+log "$arch: built $out ($(stat -c %s "$out") bytes) in $((SECONDS - t0))s"

@@ -1,0 +1,141 @@
+# shellcheck shell=bash
+# Shared helpers for the p-agent build pipeline (sourced, not executed).
+set -euo pipefail
+
+P_BUILD_CACHE=${P_BUILD_CACHE:-/var/cache/p-build}
+P_BUILD_MIRROR=${P_BUILD_MIRROR:-http://deb.debian.org/debian}
+# Pinned build tools (same versions native and inside every rootfs).
+PYINSTALLER_VERSION=${PYINSTALLER_VERSION:-6.22.3}
+STATICX_VERSION=${STATICX_VERSION:-0.14.2}
+ALL_ARCHES=(x86_64 aarch64 riscv64)
+
+log() { printf '[p-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Debian architecture name for a `uname -m` name.
+deb_arch() {
+    case "$1" in
+        x86_64) echo amd64 ;;
+        aarch64) echo arm64 ;;
+        riscv64) echo riscv64 ;;
+        *) die "unsupported arch: $1 (supported: ${ALL_ARCHES[*]})" ;;
+    esac
+}
+
+# Debian suite used for an arch's rootfs.  riscv64 is an official release
+# architecture only since trixie; bookworm has no riscv64.  The mirror's
+# trixie riscv64 Packages index did not match its Release file (checked
+# 2026-11-23), so sid is the default; override with P_BUILD_SUITE_RISCV64.
+deb_suite() {
+    case "$1" in
+        aarch64) echo "${P_BUILD_SUITE_AARCH64:-bookworm}" ;;
+        riscv64) echo "${P_BUILD_SUITE_RISCV64:-sid}" ;;
+        x86_64) echo "${P_BUILD_SUITE_X86_64:-bookworm}" ;;
+        *) die "unsupported arch: $1" ;;
+    esac
+}
+
+host_arch() { uname -m; }
+
+# Make sure binfmt_misc is mounted and qemu-user handlers are registered
+# (needed to exec foreign binaries, including inside a chroot).
+ensure_binfmt() {
+    local arch=$1
+    [[ $arch == "$(host_arch)" ]] && return 0
+    if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+            die "cannot mount binfmt_misc"
+    fi
+    if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-$arch ]]; then
+        if command -v update-binfmts >/dev/null; then
+            update-binfmts --enable "qemu-$arch" >/dev/null 2>&1 || true
+        fi
+    fi
+    if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-$arch ]]; then
+        # Register by hand (F flag: interpreter is opened now, so it works
+        # inside chroots that do not contain qemu).
+        register_binfmt "$arch"
+    fi
+    [[ -e /proc/sys/fs/binfmt_misc/qemu-$arch ]] ||
+        die "no binfmt handler for $arch; install qemu-user-static binfmt-support"
+    grep -q '^flags:.*F' "/proc/sys/fs/binfmt_misc/qemu-$arch" ||
+        log "warning: qemu-$arch binfmt handler lacks the F flag; chroots need qemu inside"
+}
+
+register_binfmt() {
+    local arch=$1 magic mask interp
+    interp=$(command -v "qemu-$arch-static") || die "qemu-$arch-static not found"
+    case "$arch" in
+        aarch64)
+            magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+            mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
+        riscv64)
+            magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xf3\x00'
+            mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
+        *) die "no binfmt magic for $arch" ;;
+    esac
+    printf ':qemu-%s:M::%s:%s:%s:OCF\n' "$arch" "$magic" "$mask" "$interp" \
+        >/proc/sys/fs/binfmt_misc/register
+}
+
+# List mount points at or below a directory (deepest first).
+mounts_under() {
+    local dir
+    dir=$(readlink -f "$1")
+    awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+
+umount_under() {
+    local m
+    [[ -d $1 ]] || return 0
+    for m in $(mounts_under "$1"); do
+        umount "$m" 2>/dev/null || umount -l "$m" || true
+    done
+}
+
+# rm -rf a directory only after everything mounted below it is unmounted.
+safe_rmtree() {
+    local dir=$1
+    [[ -e $dir ]] || return 0
+    umount_under "$dir"
+    if [[ -n $(mounts_under "$dir") ]]; then
+        die "refusing to delete $dir: still has mounts: $(mounts_under "$dir" | tr '\n' ' ')"
+    fi
+    rm -rf --one-file-system "$dir"
+}
+
+# Mount /proc, /dev, /dev/pts, /sys into a chroot; callers must trap
+# `umount_under <root>` on exit.
+chroot_mounts() {
+    local root=$1
+    mkdir -p "$root/proc" "$root/dev" "$root/sys"
+    mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+    mountpoint -q "$root/dev" || mount --rbind /dev "$root/dev"
+    mount --make-rslave "$root/dev"
+    mountpoint -q "$root/sys" || mount -t sysfs sysfs "$root/sys"
+}
+
+# Run a command in a chroot with a clean environment.
+in_chroot() {
+    local root=$1
+    shift
+    env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        DEBIAN_FRONTEND=noninteractive \
+        PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+        SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
+        ${P_CHROOT_ENV:-} \
+        chroot "$root" "$@"
+}
+
+# Install the host CA bundle into a rootfs so pip/TLS there trusts what the
+# host trusts (e.g. a TLS-intercepting proxy's CA).
+copy_host_ca() {
+    local root=$1 src=/etc/ssl/certs/ca-certificates.crt
+    [[ -r $src ]] || return 0
+    rm -f "$root/etc/ssl/certs/ca-certificates.crt"
+    cp "$src" "$root/etc/ssl/certs/ca-certificates.crt"
+}
+
+sha256_of_string() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }

@@ -1,0 +1,160 @@
+"""The typer app: thin wrappers, one per verb, over `p.commands`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+
+RUN_HELP = """\
+Push a command to a worker and track it as a job.
+
+  p [WORKER] [-n|--no-sync] [-d|--detach] -- COMMAND...
+
+syncs the current directory to WORKER (default: the default worker), runs
+COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
+Off a terminal the job's output streams to stdout instead. `p` exits with the
+job's exit status.
+"""
+
+app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+worker_app = typer.Typer(help="Register and manage workers.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+JobArg = Annotated[str, typer.Argument(help="job id or a unique prefix of it, as `p ls` shows")]
+
+
+def _done(code: int) -> None:
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"p {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks on errors")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version,  # noqa: UP045
+                                                    is_eager=True, help="print the version")] = None,
+) -> None:
+    """Push jobs to workers."""
+
+
+@app.command("ls")
+def ls_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", "-r", help="ask workers about running jobs now")] = False,
+) -> None:
+    """List jobs across all workers."""
+    from .commands.ls import ls
+
+    _done(ls(as_json, refresh))
+
+
+@app.command()
+def attach(job: JobArg) -> None:
+    """Re-attach to a running job's tmux session."""
+    from .commands.attach import attach as attach_job
+
+    _done(attach_job(job))
+
+
+@app.command()
+def logs(job: JobArg,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="follow until the job ends")] = False) -> None:
+    """Print a job's captured output."""
+    from .commands.logs import logs as show_logs
+
+    _done(show_logs(job, follow))
+
+
+@app.command()
+def wait(job: JobArg) -> None:
+    """Wait for a job to end; exit with its status."""
+    from .commands.wait import wait as wait_job
+
+    _done(wait_job(job))
+
+
+@app.command()
+def stop(job: JobArg,
+         grace: Annotated[float, typer.Option("--grace", "-t", help="seconds between SIGTERM and SIGKILL")] = 10.0,
+         ) -> None:
+    """Kill a running job (SIGTERM, then SIGKILL)."""
+    from .commands.stop import stop as stop_job
+
+    _done(stop_job(job, grace))
+
+
+@app.command()
+def pull(job: JobArg,
+         remote_path: Annotated[str, typer.Argument(help="path inside the job's workdir")],
+         local_dest: Annotated[Optional[str], typer.Argument(help="where to put it (default: .)")] = None,  # noqa: UP045
+         ) -> None:
+    """Copy a file or directory from a job's workdir."""
+    from .commands.pull import pull as pull_path
+
+    _done(pull_path(job, remote_path, local_dest))
+
+
+@app.command()
+def rm(job: JobArg,
+       force: Annotated[bool, typer.Option("--force", "-f", help="stop a running job first")] = False) -> None:
+    """Remove a job's record and its files on the worker."""
+    from .commands.rm import rm as remove
+
+    _done(remove(job, force))
+
+
+@worker_app.command("register")
+def worker_register(
+    connection: Annotated[str, typer.Argument(help="user@host, user@host:port or an ssh_config alias")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="worker name (default: host)")] = None,  # noqa: UP045
+    ssh_config: Annotated[Optional[str], typer.Option("--ssh-config", "-F",  # noqa: UP045
+                                                      help="ssh_config file for this worker")] = None,
+    default: Annotated[bool, typer.Option("--default", help="make it the default worker")] = False,
+) -> None:
+    """Register a worker: check it, detect its arch, install the agent."""
+    from .commands.worker import register
+
+    _done(register(connection, name, ssh_config, default))
+
+
+@worker_app.command("ls")
+def worker_ls(check: Annotated[bool, typer.Option("--check", "-c", help="probe each worker over SSH")] = False,
+              ) -> None:
+    """List registered workers."""
+    from .commands.worker import ls as list_workers
+
+    _done(list_workers(check))
+
+
+@worker_app.command("rm")
+def worker_rm(name: str) -> None:
+    """Unregister a worker (refused while it has running jobs)."""
+    from .commands.worker import rm as remove_worker
+
+    _done(remove_worker(name))
+
+
+@worker_app.command("default")
+def worker_default(name: str) -> None:
+    """Set the default worker."""
+    from .commands.worker import default as set_default
+
+    _done(set_default(name))
+
+
+def dispatch(argv: list[str]) -> int:
+    try:
+        app(args=argv, prog_name="p", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0

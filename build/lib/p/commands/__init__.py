@@ -1,0 +1,1 @@
+"""One module per verb; each is a short function over the shared pieces."""

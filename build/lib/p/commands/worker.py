@@ -1,0 +1,104 @@
+"""`p worker register|ls|rm|default`: the registered workers."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from p_protocol import VERSION, WORKER_NAME_RE, State
+
+from .. import config as config_module
+from .. import link as link_module
+from .. import output, provision
+from ..config import Worker
+from ..errors import PError
+from ..ssh import Transport, host_of, split_connection
+from ..store import Store
+from ..table import render
+
+CHECK_TIMEOUT = 20.0
+
+
+def register(connection: str, name: str | None, ssh_config: str | None, make_default: bool) -> int:
+    split_connection(connection)  # refuses what is not an SSH target
+    name = name or host_of(connection)
+    if not WORKER_NAME_RE.match(name):
+        raise PError(f"{name!r} cannot name a worker (letters, digits, '.', '_', '-'); choose one with -n")
+    config = config_module.load()
+    if config.has_worker(name):
+        raise PError(f"a worker named {name!r} exists already; remove it first (`p worker rm {name}`) "
+                     "or choose another name with -n")
+    if ssh_config is not None:
+        ssh_config = os.path.abspath(os.path.expanduser(ssh_config))
+        if not os.path.isfile(ssh_config):
+            raise PError(f"ssh config file {ssh_config} does not exist")
+    worker = Worker(name, connection, ssh_config)
+    config.workers.append(worker)
+    transport = Transport(config, worker)
+    transport.ensure_master()
+    facts = provision.probe(transport)
+    agent = link_module.connect_cold(transport, facts)
+    agent.close()
+    if make_default or config.default_worker is None or not config.has_worker(config.default_worker):
+        config.default_worker = name
+    config_module.save(config)
+    default = " (default)" if config.default_worker == name else ""
+    output.say(f"p: registered worker {name}{default}: {connection}, {facts.system} {facts.machine}, "
+               f"p-agent {VERSION}")
+    return 0
+
+
+def ls(check: bool) -> int:
+    config = config_module.load()
+    if not config.workers:
+        output.say("p: no worker registered; add one with `p worker register user@host`")
+        return 0
+    headers = ["NAME", "CONNECTION", "DEFAULT"]
+    rows = [[w.name, w.connection, "*" if w.name == config.default_worker else ""] for w in config.workers]
+    if check:
+        headers += ["ARCH", "STATUS"]
+        with ThreadPoolExecutor(max_workers=min(64, len(config.workers))) as pool:
+            results = list(pool.map(lambda w: _check(Transport(config, w)), config.workers))
+        for row, (arch, status) in zip(rows, results):
+            row += [arch, status]
+    print(render(headers, rows))
+    if check and any(status != "ok" for _, status in results):
+        return 1
+    return 0
+
+
+def _check(transport: Transport) -> tuple[str, str]:
+    try:
+        facts = provision.probe(transport, timeout=CHECK_TIMEOUT)
+        provision.check_tools(transport, facts)
+    except PError as exc:
+        return "-", exc.message
+    return facts.machine, "ok"
+
+
+def rm(name: str) -> int:
+    config = config_module.load()
+    worker = config.worker(name)
+    active = [r for r in Store().all()
+              if r.worker == name and r.status in (State.RUNNING.value, State.UNKNOWN.value)]
+    if active:
+        ids = ", ".join(r.short_id for r in active[:5])
+        raise PError(f"worker {name} has {len(active)} running job(s) ({ids}); stop them or wait "
+                     "for them to end, then retry")
+    Transport(config, worker).close_master()
+    config.workers = [w for w in config.workers if w.name != name]
+    if config.default_worker == name:
+        config.default_worker = config.workers[0].name if config.workers else None
+    config_module.save(config)
+    now = f"; the default is now {config.default_worker}" if config.default_worker else ""
+    output.say(f"p: removed worker {name}{now}")
+    return 0
+
+
+def default(name: str) -> int:
+    config = config_module.load()
+    config.worker(name)
+    config.default_worker = name
+    config_module.save(config)
+    output.say(f"p: {name} is now the default worker")
+    return 0

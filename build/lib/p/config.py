@@ -1,0 +1,156 @@
+"""The client's configuration: ``~/.config/p/config.yaml``.
+
+Parsing YAML costs more than the rest of a warm `p -- cmd`, so the parsed
+config is cached as JSON, keyed by the YAML file's size and mtime; editing
+the YAML by hand invalidates the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from p_protocol import WORKER_NAME_RE
+
+from . import paths
+from .errors import PError
+from .fsutil import atomic_write
+
+
+@dataclass
+class Worker:
+    name: str
+    connection: str
+    # Handed to ssh and rsync as `-F`: OpenSSH reads ~/.ssh/config from the
+    # passwd entry's home, not $HOME, so an explicit file must be passable.
+    ssh_config: str | None = None
+    ssh_options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    default_worker: str | None = None
+    workers: list[Worker] = field(default_factory=list)
+    ssh_config: str | None = None
+    ssh_options: list[str] = field(default_factory=list)
+
+    def worker(self, name: str | None) -> Worker:
+        wanted = name or self.default_worker
+        if not self.workers:
+            raise PError("no worker registered; add one with `p worker register user@host`")
+        if wanted is None:
+            raise PError("no default worker; choose one with `p worker default <name>`")
+        for worker in self.workers:
+            if worker.name == wanted:
+                return worker
+        names = ", ".join(w.name for w in self.workers)
+        raise PError(f"unknown worker {wanted!r}; registered workers: {names}")
+
+    def has_worker(self, name: str) -> bool:
+        return any(worker.name == name for worker in self.workers)
+
+
+def _stamp(path: str) -> list[int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [info.st_mtime_ns, info.st_size]
+
+
+def _cache_file() -> str:
+    return os.path.join(paths.cache_dir(), "config.json")
+
+
+def load() -> Config:
+    path = paths.config_file()
+    stamp = _stamp(path)
+    if stamp is None:
+        return Config()
+    try:
+        with open(_cache_file()) as cached:
+            entry = json.load(cached)
+        if entry.get("path") == path and entry.get("stamp") == stamp:
+            return _from_dict(entry["config"], path)
+    except (OSError, ValueError, KeyError, TypeError, PError):
+        pass
+    config = _parse_yaml(path)
+    _write_cache(path, config)
+    return config
+
+
+def save(config: Config) -> None:
+    import yaml
+
+    path = paths.config_file()
+    data: dict[str, Any] = {"default_worker": config.default_worker}
+    for key in ("ssh_config", "ssh_options"):
+        if getattr(config, key):
+            data[key] = getattr(config, key)
+    data["workers"] = [
+        {k: v for k, v in asdict(worker).items() if v not in (None, [])} for worker in config.workers
+    ]
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False), mode=0o644)
+    _write_cache(path, config)
+
+
+def _write_cache(path: str, config: Config) -> None:
+    stamp = _stamp(path)
+    try:
+        atomic_write(_cache_file(), json.dumps({"path": path, "stamp": stamp, "config": asdict(config)}))
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def _parse_yaml(path: str) -> Config:
+    import yaml
+
+    try:
+        with open(path) as src:
+            data = yaml.safe_load(src)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise PError(f"config file {path} is not valid YAML{where}; fix or remove it") from None
+    except OSError as exc:
+        raise PError(f"cannot read config file {path}: {exc.strerror}") from None
+    return _from_dict(data or {}, path)
+
+
+def _from_dict(data: Any, path: str) -> Config:
+    def bad(problem: str) -> PError:
+        return PError(f"config file {path}: {problem}; fix or remove it")
+
+    if not isinstance(data, dict):
+        raise bad("the top level must be a mapping")
+    workers: list[Worker] = []
+    for entry in data.get("workers") or []:
+        if not isinstance(entry, dict):
+            raise bad("each worker must be a mapping with name and connection")
+        name, connection = entry.get("name"), entry.get("connection")
+        if not isinstance(name, str) or not WORKER_NAME_RE.match(name):
+            raise bad(f"worker name {name!r} is missing or not a plain name")
+        if not isinstance(connection, str) or not connection:
+            raise bad(f"worker {name!r} has no connection string")
+        workers.append(Worker(name, connection, _opt_str(entry, "ssh_config", bad),
+                              _str_list(entry, "ssh_options", bad)))
+    default = data.get("default_worker")
+    if default is not None and not isinstance(default, str):
+        raise bad("default_worker must be a worker name")
+    return Config(default, workers, _opt_str(data, "ssh_config", bad), _str_list(data, "ssh_options", bad))
+
+
+def _opt_str(data: dict[str, Any], key: str, bad: Any) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise bad(f"{key} must be a path")
+    return value
+
+
+def _str_list(data: dict[str, Any], key: str, bad: Any) -> list[str]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise bad(f"{key} must be a list of Option=value strings")
+    return list(value)

@@ -1,0 +1,85 @@
+"""A live link to a worker's agent: the one way commands reach a worker.
+
+Warm path: the forwarded socket of this worker's SSH master already exists,
+so a command connects to a local unix socket and pays no ssh process at all.
+Cold path: start the master, probe the worker, install or start the agent if
+needed, forward the socket, connect: once per ControlPersist window.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from p_protocol import VERSION, Layout
+
+from . import config as config_module
+from .agent_client import AgentClient, AgentGone
+from .config import Config, Worker
+from .errors import PError
+from .ssh import Transport
+
+if TYPE_CHECKING:
+    from .provision import WorkerFacts
+
+
+class Link:
+    def __init__(self, transport: Transport, agent: AgentClient) -> None:
+        self.transport = transport
+        self.agent = agent
+        self.layout = Layout(os.path.join(agent.home, ".p"))
+
+    @property
+    def worker(self) -> Worker:
+        return self.transport.worker
+
+    def close(self) -> None:
+        self.agent.close()
+
+
+def local_socket(transport: Transport) -> str:
+    return os.path.join(transport.runtime, f"agent-{transport.key}.sock")
+
+
+def try_warm(transport: Transport) -> AgentClient | None:
+    path = local_socket(transport)
+    if not os.path.exists(path):
+        return None
+    try:
+        return AgentClient(path, transport.worker.name)
+    except AgentGone:
+        return None
+
+
+def connect(worker_name: str | None = None, *, config: Config | None = None) -> Link:
+    config = config or config_module.load()
+    worker = config.worker(worker_name)
+    transport = Transport(config, worker)
+    agent = try_warm(transport)
+    if agent is None:
+        agent = connect_cold(transport)
+    return Link(transport, agent)
+
+
+def connect_cold(transport: Transport, facts: WorkerFacts | None = None) -> AgentClient:
+    from . import provision
+
+    transport.ensure_master()
+    if facts is None:
+        facts = provision.probe(transport)
+    provision.ensure_agent(transport, facts)
+    path = local_socket(transport)
+    remote = Layout(os.path.join(facts.home, ".p")).agent_socket(VERSION)
+    transport.forward(path, remote)
+    for attempt in range(2):
+        for _ in range(20):
+            try:
+                return AgentClient(path, transport.worker.name)
+            except AgentGone:
+                time.sleep(0.1)
+        if attempt == 0:
+            # Its pid file said "running" but nothing answered: start afresh.
+            provision.ensure_agent(transport, provision.probe(transport), restart=True)
+    raise PError(f"the agent on worker {transport.worker.name} does not answer; "
+                 f"see ~/.p/run/agent.log on the worker")

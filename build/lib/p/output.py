@@ -1,0 +1,71 @@
+"""What `p` prints about jobs, in one place."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO
+
+from p_protocol import State
+
+from .store import JobRecord
+from .table import duration
+
+
+def display_cwd(path: str) -> str:
+    home = os.path.expanduser("~")
+    if path == home or path.startswith(home.rstrip("/") + "/"):
+        return "~" + path[len(home.rstrip("/")):]
+    return path
+
+
+def status_text(record: JobRecord) -> str:
+    if record.status == State.DONE.value:
+        return f"done [{record.exit_code}]"
+    if record.status == State.STOPPED.value:
+        return "stopped"
+    return record.status
+
+
+def exit_status(record: JobRecord) -> int:
+    """What `p` exits with for a finished job, as ssh does for a command."""
+    if record.exit_code is not None:
+        return record.exit_code
+    return 255
+
+
+def summary(record: JobRecord) -> str:
+    took = duration((record.ended_at or record.started_at) - record.started_at)
+    if record.status == State.LOST.value:
+        return f"p: job {record.short_id} on {record.worker} is lost: the worker has no exit status for it"
+    code = "" if record.exit_code is None else f" [exit {record.exit_code}]"
+    return f"p: job {record.short_id} {record.status}{code} after {took} on {record.worker}"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class LogWriter:
+    """Writes job output; off a terminal, the pty's CRLF becomes LF."""
+
+    def __init__(self, out: BinaryIO, raw: bool) -> None:
+        self.out = out
+        self.raw = raw
+        self.held_cr = False
+
+    def write(self, data: bytes) -> None:
+        if not self.raw:
+            if self.held_cr:
+                data = b"\r" + data
+                self.held_cr = False
+            if data.endswith(b"\r"):
+                data, self.held_cr = data[:-1], True
+            data = data.replace(b"\r\n", b"\n")
+        self.out.write(data)
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.held_cr:
+            self.out.write(b"\r")
+            self.out.flush()

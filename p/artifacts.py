@@ -1,0 +1,106 @@
+"""Which p-agent to install on a worker: a frozen binary for its arch, or,
+on a worker with python3 and no binary built for it, a zipapp of the source."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from functools import cache
+
+from p_protocol import VERSION
+
+from .errors import PError
+
+SUPPORTED_ARCHS = ("x86_64", "aarch64", "riscv64")
+ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+                "riscv64": "riscv64"}
+AGENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agents")
+ZIPAPP_MAIN = b"from p_agent.__main__ import main\nraise SystemExit(main())\n"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: str  # "binary" or "zipapp"
+    arch: str
+    sha256: str
+    data_path: str | None  # a binary on disk; zipapps are built in memory
+
+    @property
+    def remote_name(self) -> str:
+        suffix = ".pyz" if self.kind == "zipapp" else ""
+        return f"p-agent-{VERSION}{suffix}"
+
+    def read(self) -> bytes:
+        if self.data_path is not None:
+            with open(self.data_path, "rb") as src:
+                return src.read()
+        return zipapp_bytes()
+
+
+def normalize_arch(machine: str) -> str | None:
+    return ARCH_ALIASES.get(machine.strip().lower())
+
+
+def choose(worker: str, machine: str, system: str, has_python3: bool) -> Artifact:
+    arch = normalize_arch(machine)
+    if system != "Linux" or arch is None:
+        raise PError(f"worker {worker} runs {system} on {machine}; p supports Linux workers "
+                     f"on {', '.join(SUPPORTED_ARCHS)}")
+    binary = _binaries().get(arch)
+    if binary is not None:
+        return binary
+    if has_python3:
+        return Artifact("zipapp", arch, hashlib.sha256(zipapp_bytes()).hexdigest(), None)
+    raise PError(f"worker {worker} ({arch}) has no python3 and this install of p carries no "
+                 f"p-agent binary for {arch}; build them with `make agents` and reinstall p")
+
+
+@cache
+def _binaries() -> dict[str, Artifact]:
+    try:
+        with open(os.path.join(AGENTS_DIR, "manifest.json")) as src:
+            manifest = json.load(src)
+    except (OSError, ValueError):
+        return {}
+    if manifest.get("version") != VERSION:
+        return {}  # stale build products: the source checkout moved on
+    found = {}
+    for arch, entry in (manifest.get("agents") or {}).items():
+        path = os.path.join(AGENTS_DIR, entry.get("file", ""))
+        if arch in SUPPORTED_ARCHS and os.path.isfile(path):
+            found[arch] = Artifact("binary", arch, entry["sha256"], path)
+    return found
+
+
+@cache
+def zipapp_bytes() -> bytes:
+    """The agent's source as a zipapp, byte-for-byte the same for the same
+    source (fixed timestamps), so its sha256 names the content."""
+    import p_agent
+
+    import p_protocol
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for package in (p_agent, p_protocol):
+            root = os.path.dirname(os.path.abspath(package.__file__ or ""))
+            for name in sorted(os.listdir(root)):
+                if name.endswith(".py"):
+                    _add(archive, f"{package.__name__}/{name}", _read(os.path.join(root, name)))
+        _add(archive, "__main__.py", ZIPAPP_MAIN)
+    return buffer.getvalue()
+
+
+def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    archive.writestr(info, data)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as src:
+        return src.read()

@@ -1,0 +1,79 @@
+"""`p [worker] [-n] [-d] -- <command>`: sync, start, attach (or stream)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+
+from p_protocol import Op, State
+
+from .. import link as link_module
+from .. import output, sync
+from ..errors import PError
+from ..link import Link
+from ..reconcile import apply
+from ..store import JobRecord, Store
+from .attach import attach_session
+
+
+def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool) -> int:
+    if not words:
+        raise PError("nothing to run; usage: p [worker] [-n] [-d] -- <command>")
+    # As ssh does: the words are joined with spaces for the login shell.
+    command = " ".join(words)
+    cwd = os.getcwd()
+    store = Store()
+    link = link_module.connect(worker_name)
+    worker = link.worker.name
+    record = JobRecord(id=uuid.uuid4().hex, worker=worker, cwd=output.display_cwd(cwd), command=command,
+                       started_at=time.time(), synced=not no_sync, checked_at=time.time())
+    if not no_sync:
+        sync.push(link.transport, cwd, link.layout.workdir(record.id),
+                  _previous_workdir(link, store, record))
+    store.save(record)  # before the start: a crash from here on leaves a record
+    cols, rows = shutil.get_terminal_size()
+    try:
+        view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd,
+                                  worker=worker, cols=cols, rows=rows)["job"]
+    except PError:
+        store.delete(record.id)
+        raise
+    if detach:
+        print(record.id, flush=True)
+        return 0
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        link.close()
+        return attach_session(link, record)
+    return _stream(link, store, apply(record, view))
+
+
+def _stream(link: Link, store: Store, record: JobRecord) -> int:
+    """Off a terminal: the job's output on stdout as it comes, then its status."""
+    writer = output.LogWriter(sys.stdout.buffer, raw=False)
+    for chunk in link.agent.stream_log(record.id, 0, follow=True):
+        writer.write(chunk)
+    writer.finish()
+    view = link.agent.request(Op.WAIT, id=record.id, blocking=True)["job"]
+    record = apply(record, view)
+    store.save(record)
+    if record.state is not State.RUNNING:
+        link.agent.request(Op.CLOSE, id=record.id)  # nobody will press a key
+    link.close()
+    if record.state is State.LOST:
+        raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
+    return output.exit_status(record)
+
+
+def _previous_workdir(link: Link, store: Store, record: JobRecord) -> str | None:
+    """An earlier workdir of the same directory on the same worker, if one is
+    still there, to copy unchanged files from instead of sending them."""
+    candidates = [r for r in store.all()
+                  if r.worker == record.worker and r.cwd == record.cwd and r.synced]
+    if not candidates:
+        return None
+    recent = [r.id for r in sorted(candidates, key=lambda r: r.started_at, reverse=True)[:5]]
+    present = link.agent.request(Op.WORKDIRS, ids=recent)["present"]
+    return link.layout.workdir(present[0]) if present else None

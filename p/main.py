@@ -1,0 +1,70 @@
+"""Entry point. The run form (`p [worker] [-n] [-d] -- cmd`) is parsed here
+without typer, so launching a job imports nothing heavy; every other verb
+goes to the typer app in `cli`."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+from .errors import PError
+
+RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach"}
+VERBS = {"ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "help"}
+
+
+def parse_run(argv: list[str]) -> dict[str, object] | None:
+    """The run form's options, or None when argv is another verb."""
+    if "--" not in argv:
+        return None
+    split = argv.index("--")
+    head, words = argv[:split], argv[split + 1:]
+    options: dict[str, object] = {"worker": None, "no_sync": False, "detach": False, "words": words}
+    for arg in head:
+        if arg in RUN_FLAGS:
+            options[RUN_FLAGS[arg]] = True
+        elif arg == "--debug":
+            continue
+        elif arg.startswith("-") and len(arg) > 2 and arg[1] != "-" and set(arg[1:]) <= {"n", "d"}:
+            for letter in arg[1:]:
+                options[RUN_FLAGS["-" + letter]] = True
+        elif arg.startswith("-") or arg in VERBS or options["worker"] is not None:
+            return None
+        else:
+            options["worker"] = arg
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)
+    try:
+        options = parse_run(argv)
+        if options is not None:
+            from .commands.run import run
+
+            return run(options["worker"], options["words"],  # type: ignore[arg-type]
+                       no_sync=bool(options["no_sync"]), detach=bool(options["detach"]))
+        from .cli import dispatch
+
+        return dispatch(argv)
+    except PError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"p: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        print(f"p: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 70
+
+
+def entry() -> None:
+    sys.exit(main())

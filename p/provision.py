@@ -1,0 +1,159 @@
+"""Putting the right p-agent on a worker and starting it, in as few SSH
+round trips as possible: one probe, then an upload only when the worker lacks
+this exact build (same version and sha256), then one start."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from shlex import quote
+
+from p_protocol import VERSION
+
+from . import artifacts
+from .artifacts import Artifact
+from .errors import PError
+from .ssh import Transport
+
+# Facts about the worker, one `key=value` a line. Creating ~/.p here too saves
+# a round trip later.
+PROBE_SH = """\
+echo "os=$(uname -s)"
+echo "machine=$(uname -m)"
+echo "home=$HOME"
+for tool in tmux rsync python3; do
+    if command -v "$tool" >/dev/null 2>&1; then echo "has_$tool=1"; else echo "has_$tool=0"; fi
+done
+umask 077
+mkdir -p "$HOME/.p/bin" "$HOME/.p/run" "$HOME/.p/tmp" "$HOME/.p/jobs" "$HOME/.p/workdirs" || exit 1
+chmod 700 "$HOME/.p" "$HOME/.p/run"
+cd "$HOME/.p/bin" || exit 1
+for name in {names}; do
+    [ -f "$name" ] || continue
+    sum=$( (sha256sum "$name" || shasum -a 256 "$name") 2>/dev/null | cut -d' ' -f1)
+    [ -n "$sum" ] || sum=$(cat "$name.sha256" 2>/dev/null)
+    echo "sha:$name=$sum"
+done
+pid=$(cat "$HOME/.p/run/agent-{version}.pid" 2>/dev/null)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "$HOME/.p/run/agent-{version}.sock" ]; then
+    echo running=1
+fi
+"""
+
+# Installs an uploaded agent (verify, then rename: never a half-written
+# binary under the real name), stops agents of other builds, starts ours.
+START_SH = """\
+cd "$HOME/.p/bin" || exit 1
+upload={upload}
+name={name}
+if [ -n "$upload" ]; then
+    sum=$( (sha256sum "$upload" || shasum -a 256 "$upload") 2>/dev/null | cut -d' ' -f1)
+    if [ -n "$sum" ] && [ "$sum" != {sha} ]; then
+        rm -f "$upload"; echo "the upload arrived damaged (sha256 $sum); retry" >&2; exit 1
+    fi
+    chmod 700 "$upload" && mv -f "$upload" "$name" && echo {sha} > "$name.sha256" || exit 1
+fi
+for pidfile in "$HOME"/.p/run/agent-*.pid; do
+    [ -f "$pidfile" ] || continue
+    if [ "$pidfile" = "$HOME/.p/run/agent-{version}.pid" ] && [ -z "$upload" ] && [ -z {restart} ]; then
+        continue
+    fi
+    pid=$(cat "$pidfile" 2>/dev/null)
+    [ -n "$pid" ] || continue
+    kill "$pid" 2>/dev/null || continue
+    n=0
+    while kill -0 "$pid" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+done
+P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="$HOME/.p/tmp" {launcher} "$HOME/.p/bin/$name" serve --detach
+"""
+
+
+@dataclass
+class WorkerFacts:
+    system: str
+    machine: str
+    home: str
+    has_tmux: bool
+    has_rsync: bool
+    has_python3: bool
+    installed: dict[str, str]  # remote agent file name -> sha256
+    running: bool
+
+
+def probe(transport: Transport, timeout: float = 60.0) -> WorkerFacts:
+    names = " ".join(quote(f"p-agent-{VERSION}{suffix}") for suffix in ("", ".pyz"))
+    output = transport.run_script(PROBE_SH.format(names=names, version=VERSION), timeout=timeout)
+    facts: dict[str, str] = {}
+    installed: dict[str, str] = {}
+    for line in output.splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("sha:"):
+            installed[key[4:]] = value.strip()
+        else:
+            facts[key] = value.strip()
+    if "home" not in facts:
+        raise PError(f"worker {transport.worker.name} gave no usable answer to the probe; "
+                     "is its login shell a POSIX one with `sh` on PATH?")
+    return WorkerFacts(
+        system=facts.get("os", "?"),
+        machine=facts.get("machine", "?"),
+        home=facts["home"],
+        has_tmux=facts.get("has_tmux") == "1",
+        has_rsync=facts.get("has_rsync") == "1",
+        has_python3=facts.get("has_python3") == "1",
+        installed=installed,
+        running=facts.get("running") == "1",
+    )
+
+
+def check_tools(transport: Transport, facts: WorkerFacts) -> None:
+    missing = [tool for tool, present in (("tmux", facts.has_tmux), ("rsync", facts.has_rsync))
+               if not present]
+    if missing:
+        raise PError(f"worker {transport.worker.name} lacks {' and '.join(missing)}; "
+                     f"install {' and '.join(missing)} there (e.g. `apt install {' '.join(missing)}`)")
+
+
+def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = False) -> Artifact:
+    """Install (if needed) and start this build of the agent on the worker."""
+    check_tools(transport, facts)
+    artifact = artifacts.choose(transport.worker.name, facts.machine, facts.system, facts.has_python3)
+    up_to_date = facts.installed.get(artifact.remote_name) == artifact.sha256
+    if up_to_date and facts.running and not restart:
+        return artifact
+    upload = "" if up_to_date else _upload(transport, artifact)
+    launcher = "python3" if artifact.kind == "zipapp" else ""
+    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name),
+                             sha=quote(artifact.sha256), version=VERSION,
+                             restart=quote("1" if restart else ""), launcher=launcher)
+    transport.run_script(script, timeout=120.0)
+    return artifact
+
+
+def _upload(transport: Transport, artifact: Artifact) -> str:
+    data = artifact.read()
+    upload = f".upload-{secrets.token_hex(6)}"
+    if artifact.kind == "zipapp" and artifact.arch:
+        note = f"no p-agent binary for {artifact.arch} in this install; running the agent with python3"
+        print(f"p: {note} on {transport.worker.name}", file=sys.stderr)
+    # `cat > file` reads the same in every login shell, fish and csh included.
+    process = subprocess.Popen(transport.ssh_argv(f"cat > .p/bin/{upload}"),
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stdin is not None
+    from .progress import Progress
+
+    with Progress(f"uploading p-agent to {transport.worker.name}", len(data)) as progress:
+        chunk = 256 * 1024
+        try:
+            for offset in range(0, len(data), chunk):
+                process.stdin.write(data[offset:offset + chunk])
+                progress.advance(min(chunk, len(data) - offset))
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if process.wait() != 0:
+        raise transport.explain(stderr)
+    return upload

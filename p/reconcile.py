@@ -1,0 +1,87 @@
+"""Bringing local job records in line with what the workers know.
+
+`p ls` must be fast and spawn no ssh on its common path, so it asks only
+workers whose SSH master is alive (a local socket round trip). Running jobs on
+other workers are shown `unknown`; the next `p ls` (or `p ls --refresh` at
+once) connects to those workers, all in parallel, one request each.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from p_protocol import Op, State
+
+from . import config as config_module
+from . import link as link_module
+from .agent_client import AgentClient
+from .errors import PError
+from .ssh import Transport
+from .store import JobRecord, Store
+
+
+def apply(record: JobRecord, view: dict[str, Any] | None) -> JobRecord:
+    """Update ``record`` from an agent's view of the job (None: no trace)."""
+    record.checked_at = time.time()
+    if view is None:
+        record.status = State.LOST.value
+        return record
+    record.status = view["state"]
+    record.exit_code = view.get("exit_code")
+    started, ended = view.get("started_at"), view.get("ended_at")
+    if started is not None and ended is not None:
+        record.ended_at = record.started_at + max(0.0, float(ended) - float(started))
+    elif State(record.status).finished and record.ended_at is None:
+        record.ended_at = record.checked_at
+    return record
+
+
+def query(agent: AgentClient, records: list[JobRecord]) -> list[JobRecord]:
+    reply = agent.request(Op.STATUS, ids=[record.id for record in records])
+    views = reply.get("jobs") or {}
+    return [apply(record, views.get(record.id)) for record in records]
+
+
+def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
+    pending = [r for r in records if r.status in (State.RUNNING.value, State.UNKNOWN.value)]
+    if not pending:
+        return
+    config = config_module.load()
+    by_worker: dict[str, list[JobRecord]] = {}
+    for record in pending:
+        by_worker.setdefault(record.worker, []).append(record)
+
+    def one(worker_name: str) -> tuple[list[JobRecord], str | None]:
+        jobs = by_worker[worker_name]
+        if not config.has_worker(worker_name):
+            return [], None
+        transport = Transport(config, config.worker(worker_name))
+        agent = link_module.try_warm(transport)
+        if agent is None and (force or any(r.status == State.UNKNOWN.value for r in jobs)):
+            try:
+                agent = link_module.connect_cold(transport)
+            except PError as exc:
+                return [], exc.message
+        if agent is None:
+            for record in jobs:
+                record.status = State.UNKNOWN.value
+            return jobs, None
+        try:
+            return query(agent, jobs), None
+        except PError as exc:
+            return [], exc.message
+        finally:
+            agent.close()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(32, len(by_worker))) as pool:
+        results = list(pool.map(one, by_worker))
+    changed = [record for updated, _ in results for record in updated]
+    if changed:
+        store.save(*changed)
+    for worker_name, (_, problem) in zip(by_worker, results):
+        if problem:
+            print(f"p: worker {worker_name}: {problem}", file=sys.stderr)

@@ -1,0 +1,172 @@
+"""The transport: the system OpenSSH client, one multiplexed master per worker.
+
+Every ssh and rsync invocation for a worker shares one ControlMaster, so only
+the first command in ControlPersist's window pays for a handshake. The user's
+whole ssh configuration applies (aliases, ProxyJump, agents, certificates);
+p adds only what multiplexing needs, after the user's own options, because
+OpenSSH keeps the first value it sees for each option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+
+from . import paths
+from .config import Config, Worker
+from .errors import PError
+
+CONTROL_PERSIST = "600"
+CONNECT_TIMEOUT = "10"
+
+
+def split_connection(connection: str) -> tuple[str, str | None]:
+    """``user@host:port`` -> (``user@host``, ``port``); aliases pass through."""
+    if not connection or connection.startswith("-") or any(c.isspace() for c in connection):
+        raise PError(f"{connection!r} is not an SSH target; use user@host, user@host:port or an ssh_config alias")
+    match = re.fullmatch(r"(?:(?P<user>[^@]+)@)?\[(?P<v6>[^\]]+)\](?::(?P<port>\d+))?", connection)
+    if match:
+        user = f"{match['user']}@" if match["user"] else ""
+        return user + match["v6"], match["port"]
+    head, sep, port = connection.rpartition(":")
+    if sep and port.isdigit() and ":" not in head:
+        return head, port
+    if sep and not port.isdigit() and ":" not in head:
+        raise PError(f"{connection!r}: the port after ':' must be a number")
+    return connection, None
+
+
+def host_of(connection: str) -> str:
+    target, _ = split_connection(connection)
+    return target.rpartition("@")[2]
+
+
+class Transport:
+    """How to reach one worker with ssh, rsync and tmux attach."""
+
+    def __init__(self, config: Config, worker: Worker) -> None:
+        self.worker = worker
+        self.target, self.port = split_connection(worker.connection)
+        self.runtime = paths.runtime_dir()
+        ssh_config = worker.ssh_config or config.ssh_config
+        self.user_options: list[str] = ["-F", os.path.expanduser(ssh_config)] if ssh_config else []
+        for option in [*config.ssh_options, *worker.ssh_options]:
+            self.user_options += ["-o", option]
+
+    @property
+    def key(self) -> str:
+        """Names this worker's sockets; changes when its connection does."""
+        text = "\0".join([self.worker.name, self.worker.connection, *self.user_options])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def options(self) -> list[str]:
+        opts = [
+            *self.user_options,
+            "-o", f"ControlPath={self.runtime}/cm-%C",
+            "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+            "-o", "ServerAliveInterval=10",
+            "-o", "ServerAliveCountMax=3",
+        ]
+        if not sys.stdin.isatty():
+            # Nobody could answer a prompt; fail with a message instead.
+            opts += ["-o", "BatchMode=yes"]
+        if self.port:
+            opts += ["-p", self.port]
+        return opts
+
+    def ssh_argv(self, remote_command: str | None = None, *, tty: bool = False) -> list[str]:
+        argv = ["ssh", *self.options(), "-o", "ControlMaster=no"]
+        if tty:
+            argv.append("-tt")
+        argv += ["--", self.target]
+        if remote_command is not None:
+            argv.append(remote_command)
+        return argv
+
+    def rsync_shell(self) -> str:
+        """The ``-e`` of rsync: ssh with the same options and master."""
+        return shlex.join(["ssh", *self.options(), "-o", "ControlMaster=no"])
+
+    # -- the master -----------------------------------------------------------
+
+    def master_alive(self) -> bool:
+        result = subprocess.run(
+            ["ssh", *self.options(), "-O", "check", "--", self.target],
+            stdin=subprocess.DEVNULL, capture_output=True,
+        )
+        return result.returncode == 0
+
+    def ensure_master(self) -> None:
+        if self.master_alive():
+            return
+        # -f backgrounds the master once it is authenticated; its stderr goes
+        # to a file because a pipe would be held open by the master forever.
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            result = subprocess.run(
+                ["ssh", *self.options(), "-o", "ControlMaster=yes",
+                 "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f", "--", self.target],
+                stdout=subprocess.DEVNULL, stderr=errors,
+            )
+            if result.returncode != 0:
+                errors.seek(0)
+                raise self.explain(errors.read())
+
+    def forward(self, local_socket: str, remote_socket: str) -> None:
+        """Forward a local unix socket to the agent's, through the master."""
+        result = subprocess.run(
+            ["ssh", *self.options(), "-o", "StreamLocalBindUnlink=yes",
+             "-O", "forward", "-L", f"{local_socket}:{remote_socket}", "--", self.target],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise PError(f"cannot forward the agent socket of worker {self.worker.name}: "
+                         f"{_last_line(result.stderr)}; the worker's sshd must allow "
+                         "AllowStreamLocalForwarding")
+
+    def close_master(self) -> None:
+        subprocess.run(["ssh", *self.options(), "-O", "exit", "--", self.target],
+                       stdin=subprocess.DEVNULL, capture_output=True)
+
+    # -- commands -------------------------------------------------------------
+
+    def run_script(self, script: str, *, timeout: float = 60.0) -> str:
+        """Run a POSIX sh script on the worker (sent on stdin, so the login
+        shell's syntax never matters); its stdout, or a PError."""
+        try:
+            result = subprocess.run(
+                self.ssh_argv("sh -s"), input=script, capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise PError(f"worker {self.worker.name} did not answer within {timeout:.0f}s") from None
+        if result.returncode == 255:
+            raise self.explain(result.stderr)
+        if result.returncode != 0:
+            raise PError(f"worker {self.worker.name}: {_last_line(result.stderr) or 'command failed'}")
+        return result.stdout
+
+    def explain(self, stderr: str) -> PError:
+        """Turn ssh's complaint into one line that says what to do."""
+        name, conn = self.worker.name, self.worker.connection
+        text = stderr.strip()
+        if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            return PError(f"the host key of {conn} is unknown or has changed; check it with "
+                          f"`ssh {conn}` and accept it (p never accepts host keys by itself)")
+        if "Permission denied" in text or "Too many authentication failures" in text:
+            return PError(f"{conn} refused the SSH login ({_last_line(text)}); "
+                          "check your key (ssh-add, IdentityFile) and the user name")
+        if "Could not resolve hostname" in text:
+            return PError(f"cannot resolve the host of {conn}; check the connection string or your ssh config")
+        if any(s in text for s in ("Connection refused", "timed out", "No route to host",
+                                   "Network is unreachable", "Connection closed", "Broken pipe")):
+            return PError(f"cannot reach worker {name} ({conn}): {_last_line(text)}")
+        return PError(f"ssh to worker {name} ({conn}) failed: {_last_line(text) or 'no reason given'}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].rstrip(".") if lines else ""

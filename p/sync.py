@@ -1,0 +1,69 @@
+"""Directory sync with rsync over the worker's SSH master."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from .errors import PError
+from .progress import Progress
+from .ssh import Transport
+
+# `.gitignore` files at every level apply; `.git/` itself is kept because
+# builds read the commit or the latest tag from it.
+PUSH_FILTER = ["--filter=:- .gitignore"]
+PROGRESS_RE = re.compile(rb"([\d,]+)\s+(\d+)%")
+
+
+def remote_spec(transport: Transport, path: str) -> str:
+    user, at, host = transport.target.rpartition("@")
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"{user}{at}{host}:{path}"
+
+
+def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None) -> None:
+    """Copy ``source_dir`` into the new ``dest_dir`` on the worker.
+
+    ``copy_dest`` is an earlier workdir of the same directory: files that are
+    unchanged there are copied on the worker instead of sent (copies, not hard
+    links, so no job can change another job's files).
+    """
+    argv = ["rsync", "-a", *PUSH_FILTER, "-e", transport.rsync_shell()]
+    if copy_dest is not None:
+        argv.append(f"--copy-dest={copy_dest}")
+    _run(transport, argv, [source_dir.rstrip("/") + "/", remote_spec(transport, dest_dir + "/")],
+         f"syncing to {transport.worker.name}")
+
+
+def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
+    argv = ["rsync", "-a", "-e", transport.rsync_shell()]
+    _run(transport, argv, [remote_spec(transport, remote_path), local_dest],
+         f"pulling from {transport.worker.name}")
+
+
+def _run(transport: Transport, argv: list[str], paths: list[str], label: str) -> None:
+    show = sys.stderr.isatty()
+    if show:
+        argv += ["--info=progress2", "--no-inc-recursive"]
+    try:
+        process = subprocess.Popen([*argv, "--", *paths], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise PError("rsync is not installed here; install it (e.g. `apt install rsync`)") from None
+    assert process.stdout is not None and process.stderr is not None
+    with Progress(label, None) as progress:
+        for chunk in iter(lambda: process.stdout.read1(4096), b""):  # type: ignore[union-attr]
+            matches = PROGRESS_RE.findall(chunk)
+            if matches:
+                done = int(matches[-1][0].replace(b",", b""))
+                percent = int(matches[-1][1])
+                progress.update(done, done * 100 // percent if percent else None)
+    stderr = process.stderr.read().decode(errors="replace")
+    code = process.wait()
+    if code == 255 or "ssh:" in stderr or "Permission denied (" in stderr:
+        raise transport.explain(stderr)
+    if code != 0:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        raise PError(f"rsync failed (exit {code}) {label}: {lines[-1] if lines else 'no reason given'}")

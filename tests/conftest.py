@@ -1,0 +1,116 @@
+"""Fixtures: real sshd workers on loopback and `p` run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sshd_worker import SshdWorkers  # noqa: E402
+
+P_BIN = shutil.which("p") or "p"
+
+
+def _path_without(root: Path, missing: str, extra: dict[str, str] | None = None) -> str:
+    """A PATH directory with every /usr/bin tool but ``missing``."""
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    for entry in Path("/usr/bin").iterdir():
+        if entry.name != missing and not (root / entry.name).exists():
+            (root / entry.name).symlink_to(entry)
+    for name, text in (extra or {}).items():
+        (root / name).write_text(text)
+        (root / name).chmod(0o755)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdWorkers]:
+    # Not under pytest's 0700 tmp: the throwaway users must reach their homes.
+    root = Path(f"/var/tmp/p-tests-{secrets.token_hex(4)}")
+    root.mkdir(mode=0o755)
+    restricted = {
+        "notmux": _path_without(root / "path-notmux", "tmux"),
+        "oddarch": _path_without(root / "path-oddarch", "uname", {
+            "uname": '#!/bin/sh\nif [ "$1" = -m ]; then echo mips; else /usr/bin/uname "$@"; fi\n'}),
+    }
+    workers = SshdWorkers(str(root)).start(["w1", "w2", "notmux", "oddarch"], restricted)
+    # A worker whose host key we do not know, one that refuses our key, one down.
+    workers.add_alias("stranger", user=workers.workers["w1"].user, known_hosts=str(root / "empty_known_hosts"))
+    (root / "empty_known_hosts").write_text("")
+    other_key = root / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    workers.add_alias("refused", user=workers.workers["w1"].user, key=str(other_key))
+    from sshd_worker import free_port
+
+    workers.add_alias("down", user=workers.workers["w1"].user, port=free_port())
+    yield workers
+    workers.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class PClient:
+    """Runs `p` as a user would, with HOME and the XDG dirs in a temp dir."""
+
+    def __init__(self, home: Path, sshd: SshdWorkers) -> None:
+        self.home = home
+        self.sshd = sshd
+        runtime = Path(f"/tmp/pr-{secrets.token_hex(4)}")
+        runtime.mkdir(mode=0o700)
+        self.runtime = runtime
+        self.env = {
+            **os.environ,
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_RUNTIME_DIR": str(runtime),
+        }
+        self.workdir = home / "project"
+        self.workdir.mkdir()
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 90,
+                 cwd: Path | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([P_BIN, *args], input=input, capture_output=True, text=True,
+                                env=self.env, timeout=timeout, cwd=cwd or self.workdir,
+                                stdin=None if input is not None else subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"p {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def register(self, alias: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self("worker", "register", alias, "--ssh-config", self.sshd.ssh_config, *extra)
+
+    def jobs(self) -> list[dict[str, object]]:
+        return json.loads(self("ls", "--json", check=True).stdout)
+
+    def worker_home(self, name: str) -> Path:
+        return Path(self.sshd.workers[name].home)
+
+    def close(self) -> None:
+        for master in self.runtime.glob("cm-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"],
+                           capture_output=True, timeout=10)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def p(tmp_path: Path, sshd: SshdWorkers) -> Iterator[PClient]:
+    client = PClient(tmp_path, sshd)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def p1(p: PClient) -> PClient:
+    """A client with worker w1 registered (the default)."""
+    p.register("w1", check=False)
+    return p

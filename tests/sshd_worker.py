@@ -1,0 +1,157 @@
+"""Real sshd workers on loopback for the tests and `make demo`.
+
+One sshd with its own host key and config listens on a random loopback port.
+As root, each worker is a throwaway user (so each has its own ~/.p); as an
+ordinary user, sshd can only log in as that user, so workers share its home.
+The client side gets an ssh_config naming every worker as a Host alias, with
+its own key and known_hosts: nothing of the user's ~/.ssh is read or changed.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+SSHD = shutil.which("sshd", path="/usr/sbin:/usr/local/sbin:" + os.environ.get("PATH", "")) or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def keygen(path: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+    with open(path + ".pub") as pub:
+        return pub.read().strip()
+
+
+@dataclass
+class WorkerSpec:
+    alias: str
+    user: str
+    home: str
+
+
+@dataclass
+class SshdWorkers:
+    """Start with `start(root, names)`; `ssh_config` names each worker."""
+
+    root: str
+    port: int = 0
+    workers: dict[str, WorkerSpec] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    created_users: list[str] = field(default_factory=list)
+    extra_sshd_config: str = ""
+
+    @property
+    def ssh_config(self) -> str:
+        return os.path.join(self.root, "ssh_config")
+
+    @property
+    def client_key(self) -> str:
+        return os.path.join(self.root, "client_key")
+
+    def start(self, names: list[str], restricted: dict[str, str] | None = None) -> SshdWorkers:
+        """``restricted`` maps a worker name to a PATH its sessions get."""
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        host_key = os.path.join(self.root, "host_key")
+        host_pub = keygen(host_key)
+        client_pub = keygen(self.client_key)
+        authorized = os.path.join(self.root, "authorized_keys")
+        with open(authorized, "w") as out:
+            out.write(client_pub + "\n")
+        os.chmod(authorized, 0o644)
+        self.port = free_port()
+        root_mode = os.getuid() == 0
+        for name in names:
+            if root_mode:
+                user = f"pt{secrets.token_hex(4)}"
+                home = os.path.join(self.root, "home", user)
+                os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
+                subprocess.run(["useradd", "-m", "-p", "*", "-d", home, "-s", "/bin/bash", user], check=True,
+                               stdout=subprocess.DEVNULL)
+                self.created_users.append(user)
+            else:
+                entry = pwd.getpwuid(os.getuid())
+                user, home = entry.pw_name, entry.pw_dir
+            self.workers[name] = WorkerSpec(name, user, home)
+        matches = ""
+        for name, path in (restricted or {}).items():
+            matches += f"\nMatch User {self.workers[name].user}\n    SetEnv PATH={path}\n"
+        config = os.path.join(self.root, "sshd_config")
+        with open(config, "w") as out:
+            out.write(f"""\
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {self.root}/sshd.pid
+AuthorizedKeysFile {authorized}
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowStreamLocalForwarding yes
+AllowTcpForwarding yes
+UsePAM no
+PrintMotd no
+LogLevel ERROR
+MaxSessions 200
+MaxStartups 200
+{self.extra_sshd_config}{matches}""")
+        if root_mode:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        known_hosts = os.path.join(self.root, "known_hosts")
+        with open(known_hosts, "w") as out:
+            out.write(f"[127.0.0.1]:{self.port} {host_pub}\n")
+        with open(self.ssh_config, "w") as out:
+            for spec in self.workers.values():
+                out.write(self.host_block(spec.alias, spec.user))
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start")
+
+    def host_block(self, alias: str, user: str, *, port: int | None = None, known_hosts: str | None = None,
+                   key: str | None = None) -> str:
+        return f"""\
+Host {alias}
+    HostName 127.0.0.1
+    Port {port or self.port}
+    User {user}
+    IdentityFile {key or self.client_key}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known_hosts or os.path.join(self.root, "known_hosts")}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    LogLevel ERROR
+
+"""
+
+    def add_alias(self, alias: str, **kwargs: object) -> None:
+        """Another Host entry (e.g. a wrong key or an unknown host key)."""
+        with open(self.ssh_config, "a") as out:
+            out.write(self.host_block(alias, **kwargs))  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        for spec in self.workers.values():
+            if os.getuid() == 0:
+                subprocess.run(["pkill", "-KILL", "-u", spec.user], stderr=subprocess.DEVNULL)
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        for user in self.created_users:
+            subprocess.run(["userdel", "-r", "-f", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
