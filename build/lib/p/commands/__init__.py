@@ -1,1 +1,0 @@
-"""One module per verb; each is a short function over the shared pieces."""
