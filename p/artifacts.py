@@ -66,14 +66,39 @@ def _binaries() -> dict[str, Artifact]:
             manifest = json.load(src)
     except (OSError, ValueError):
         return {}
-    if manifest.get("version") != VERSION:
-        return {}  # stale build products: the source checkout moved on
+    if manifest.get("version") != VERSION or manifest.get("agent_sources") != sources_digest():
+        return {}  # built from other sources than this install's agent: stale
     found = {}
     for arch, entry in (manifest.get("agents") or {}).items():
         path = os.path.join(AGENTS_DIR, entry.get("file", ""))
         if arch in SUPPORTED_ARCHS and os.path.isfile(path):
             found[arch] = Artifact("binary", arch, entry["sha256"], path)
     return found
+
+
+def _agent_sources() -> list[tuple[str, bytes]]:
+    """(name inside the package tree, content) of every agent source file."""
+    import p_agent
+
+    import p_protocol
+
+    files = []
+    for package in (p_agent, p_protocol):
+        root = os.path.dirname(os.path.abspath(package.__file__ or ""))
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                files.append((f"{package.__name__}/{name}", _read(os.path.join(root, name))))
+    return files
+
+
+@cache
+def sources_digest() -> str:
+    """Names the agent's source; `make agents` records it in the manifest so
+    binaries built from other sources are never installed on a worker."""
+    digest = hashlib.sha256()
+    for name, data in _agent_sources():
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
+    return digest.hexdigest()
 
 
 @cache

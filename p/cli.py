@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -153,8 +154,26 @@ def worker_default(name: str) -> None:
 
 
 def dispatch(argv: list[str]) -> int:
+    """Run the app; usage errors become one line like every other error.
+
+    Typer vendors its own click, so its exceptions are recognised by shape.
+    """
     try:
-        app(args=argv, prog_name="p", standalone_mode=True)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        result = app(args=argv, prog_name="p", standalone_mode=False)
+    except Exception as exc:
+        kind = type(exc).__name__
+        ctx = getattr(exc, "ctx", None)
+        if kind == "Exit":
+            return int(getattr(exc, "exit_code", 0))
+        if kind == "Abort":
+            return 130
+        if kind == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        if hasattr(exc, "format_message"):
+            where = f"`{ctx.command_path} --help`" if ctx is not None else "`p --help`"
+            message = exc.format_message().rstrip(".")
+            print(f"p: {message[:1].lower()}{message[1:]} (see {where})", file=sys.stderr)
+            return 2
+        raise
+    return result if isinstance(result, int) else 0

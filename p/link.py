@@ -71,6 +71,8 @@ def connect_cold(transport: Transport, facts: WorkerFacts | None = None) -> Agen
     provision.ensure_agent(transport, facts)
     path = local_socket(transport)
     remote = Layout(os.path.join(facts.home, ".p")).agent_socket(VERSION)
+    if os.path.lexists(path):
+        os.unlink(path)  # left by a master that is gone: nothing answers there
     transport.forward(path, remote)
     for attempt in range(2):
         for _ in range(20):

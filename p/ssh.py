@@ -154,8 +154,10 @@ class Transport:
         name, conn = self.worker.name, self.worker.connection
         text = stderr.strip()
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            command = shlex.join(["ssh", *self.user_options, *(["-p", self.port] if self.port else []),
+                                  self.target])
             return PError(f"the host key of {conn} is unknown or has changed; check it with "
-                          f"`ssh {conn}` and accept it (p never accepts host keys by itself)")
+                          f"`{command}` and accept it (p never accepts host keys by itself)")
         if "Permission denied" in text or "Too many authentication failures" in text:
             return PError(f"{conn} refused the SSH login ({_last_line(text)}); "
                           "check your key (ssh-add, IdentityFile) and the user name")

@@ -86,8 +86,8 @@ class PClient:
             raise AssertionError(f"p {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
 
-    def register(self, alias: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return self("worker", "register", alias, "--ssh-config", self.sshd.ssh_config, *extra)
+    def register(self, alias: str, *extra: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self("worker", "register", alias, "--ssh-config", self.sshd.ssh_config, *extra, check=check)
 
     def jobs(self) -> list[dict[str, object]]:
         return json.loads(self("ls", "--json", check=True).stdout)
@@ -95,10 +95,14 @@ class PClient:
     def worker_home(self, name: str) -> Path:
         return Path(self.sshd.workers[name].home)
 
-    def close(self) -> None:
-        for master in self.runtime.glob("cm-*"):
+    def close_masters(self) -> None:
+        """End the SSH masters, as when the client was offline for a while."""
+        for master in self.runtime.glob("p/cm-*"):
             subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"],
                            capture_output=True, timeout=10)
+
+    def close(self) -> None:
+        self.close_masters()
         shutil.rmtree(self.runtime, ignore_errors=True)
 
 
@@ -112,5 +116,5 @@ def p(tmp_path: Path, sshd: SshdWorkers) -> Iterator[PClient]:
 @pytest.fixture
 def p1(p: PClient) -> PClient:
     """A client with worker w1 registered (the default)."""
-    p.register("w1", check=False)
+    p.register("w1", check=True)
     return p

@@ -115,6 +115,8 @@ MaxStartups 200
         with open(self.ssh_config, "w") as out:
             for spec in self.workers.values():
                 out.write(self.host_block(spec.alias, spec.user))
+            # For user@127.0.0.1:port targets: the same key and known hosts.
+            out.write(self.host_block("127.0.0.1", "", port=0))
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -127,12 +129,13 @@ MaxStartups 200
 
     def host_block(self, alias: str, user: str, *, port: int | None = None, known_hosts: str | None = None,
                    key: str | None = None) -> str:
+        # port=0 / user="": leave them to the command line (user@host:port).
+        port_line = f"    Port {port or self.port}\n" if port != 0 else ""
+        user_line = f"    User {user}\n" if user else ""
         return f"""\
 Host {alias}
     HostName 127.0.0.1
-    Port {port or self.port}
-    User {user}
-    IdentityFile {key or self.client_key}
+{port_line}{user_line}    IdentityFile {key or self.client_key}
     IdentitiesOnly yes
     UserKnownHostsFile {known_hosts or os.path.join(self.root, "known_hosts")}
     GlobalKnownHostsFile /dev/null

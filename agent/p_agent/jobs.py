@@ -227,9 +227,17 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
     try:
         with open(path) as src:
             code = int(src.read().strip())
-        return code, os.stat(path).st_mtime
     except (OSError, ValueError):
         return None, None  # absent, or caught between creation and write
+    ended = read_file(os.path.join(job_dir, scripts.ENDED_AT)) or ""
+    try:
+        return code, float(ended.strip().replace("%N", "0"))
+    except ValueError:
+        pass
+    try:
+        return code, os.stat(path).st_mtime
+    except OSError:
+        return code, None
 
 
 def _pgid(job_dir: str) -> int | None:

@@ -1,0 +1,41 @@
+# p: push jobs to workers. `make demo` installs and shows it; `make test` tests it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := $(shell find p agent p_protocol -name '*.py' -o -name 'manifest.json') pyproject.toml
+
+.PHONY: deps install demo demo-stop test lint bench agents qemu-tests clean
+
+deps:
+	bash tools/install-deps.sh
+
+# A venv of p's own: its startup skips whatever .pth files the system has.
+$(BIN)/p: $(SOURCES)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check ".[test]"
+	@touch $@
+
+install: deps $(BIN)/p
+	@echo "p is installed: $(abspath $(BIN)/p)  (add $(abspath $(BIN)) to PATH)"
+
+demo: install
+	$(BIN)/python tests/demo.py
+
+demo-stop:
+	$(BIN)/python tests/demo.py --stop
+
+test: install
+	$(BIN)/ruff check .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
+
+bench: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run.py
+
+agents:
+	bash build/build-agents.sh
+
+qemu-tests: install
+	bash qemu-tests/run.sh
+
+clean:
+	rm -rf $(VENV) build/lib build/bdist.* *.egg-info

@@ -1,0 +1,191 @@
+"""The job lifecycle on a real worker: run, stream, ls, logs, wait, stop, pull, rm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import PClient
+from helpers import eventually, job_dir, one_line_error, workdir
+
+
+def test_output_streams_and_exit_status_propagates(p1: PClient) -> None:
+    result = p1("--", "echo", "out; echo err >&2; exit 3")
+    assert result.returncode == 3
+    assert result.stdout == "out\nerr\n"  # one pty: stdout and stderr combined, CRLF undone
+    assert "Traceback" not in result.stderr
+
+
+def test_words_reach_the_login_shell_like_ssh(p1: PClient) -> None:
+    # Joined with spaces and run by the worker's shell: shell syntax works,
+    # quoting inside one word is kept, unicode and newlines arrive intact.
+    result = p1("-n", "--", 'echo "a  b" && printf "%s\\n" "ünïcødé ✓"', "&&", "echo $((6*7))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "a  b\nünïcødé ✓\n42\n"
+    lines = p1("-n", "--", "echo one\necho two").stdout
+    assert lines == "one\ntwo\n"
+
+
+def test_sync_honours_gitignore_and_keeps_git(p1: PClient) -> None:
+    project = p1.workdir
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / ".gitignore").write_text("*.o\n/build/\n")
+    (project / "src").mkdir()
+    (project / "src" / "main.c").write_text("int main(){}\n")
+    (project / "src" / "main.o").write_text("binary")
+    (project / "build").mkdir()
+    (project / "build" / "big").write_text("x")
+    (project / "src" / ".gitignore").write_text("local.txt\n")
+    (project / "src" / "local.txt").write_text("nested ignore")
+    (project / "name with spaces.txt").write_text("kept")
+    result = p1("--", "find . -type f -not -path './.git/objects/*' | sort")
+    assert result.returncode == 0, result.stderr
+    files = result.stdout.split("\n")
+    assert "./src/main.c" in files
+    assert "./name with spaces.txt" in files
+    assert "./.git/HEAD" in files
+    assert "./src/main.o" not in files
+    assert "./build/big" not in files
+    assert "./src/local.txt" not in files
+
+
+def test_each_job_has_its_own_workdir_even_when_files_are_reused(p1: PClient) -> None:
+    (p1.workdir / "data.txt").write_text("original\n")
+    first = p1("-d", "--", "true", check=True).stdout.strip()
+    p1("wait", first, check=True)
+    second = p1("--", "echo changed >> data.txt; cat data.txt")
+    assert second.stdout == "original\nchanged\n"
+    home = p1.worker_home("w1")
+    assert (workdir(home, first) / "data.txt").read_text() == "original\n"
+    jobs = {job["id"]: job for job in p1.jobs()}
+    (second_id,) = [job_id for job_id in jobs if job_id != first]
+    assert (workdir(home, second_id) / "data.txt").read_text() == "original\nchanged\n"
+
+
+def test_no_sync_runs_in_an_empty_workdir(p1: PClient) -> None:
+    (p1.workdir / "local.txt").write_text("here")
+    result = p1("-n", "--", "ls -A | wc -l")
+    assert result.stdout.strip() == "0"
+
+
+def test_detach_wait_logs_and_ls(p1: PClient) -> None:
+    job = p1("-d", "--", "echo begin; sleep 1; echo end; exit 4", check=True).stdout.strip()
+    assert len(job) == 32
+    listing = p1("ls", check=True).stdout.splitlines()
+    assert listing[0].split() == ["ID", "WORKER", "CWD", "COMMAND", "STATUS", "DURATION"]
+    assert job[:8] in listing[2] and "running" in listing[2]
+    waited = p1("wait", job[:6])
+    assert waited.returncode == 4
+    assert "exit 4" in waited.stderr
+    assert p1("logs", job[:6]).stdout == "begin\nend\n"
+    (record,) = p1.jobs()
+    assert record["status"] == "done" and record["exit_code"] == 4
+    assert record["command"] == "echo begin; sleep 1; echo end; exit 4"
+    assert record["cwd"] == "~/project"
+    assert 1 <= record["duration"] < 10
+    row = p1("ls", check=True).stdout.splitlines()[2].split()
+    assert row[0] == job[:8] and row[1] == "w1" and row[-3:-1] == ["done", "[4]"]
+    # The worker-side layout of the spec.
+    files = {path.name for path in job_dir(p1.worker_home("w1"), job).iterdir()}
+    assert {"cmd", "cwd", "worker", "started_at", "output.log", "exitcode", "tmux_session"} <= files
+    assert (job_dir(p1.worker_home("w1"), job) / "tmux_session").read_text() == f"p-{job[:8]}"
+    # The local record is a JSON file named by the uuid.
+    local = json.loads((p1.home / ".local/share/p/jobs" / f"{job}.json").read_text())
+    assert local["exit_code"] == 4
+
+
+def test_logs_follow_ends_with_the_job(p1: PClient) -> None:
+    job = p1("-d", "-n", "--", "for i in 1 2 3; do echo tick $i; sleep 0.5; done", check=True).stdout.strip()
+    followed = p1("logs", "-f", job, timeout=30)
+    assert followed.returncode == 0
+    assert followed.stdout == "tick 1\ntick 2\ntick 3\n"
+
+
+def test_stop_kills_the_whole_process_group(p1: PClient) -> None:
+    user = p1.sshd.workers["w1"].user
+    job = p1("-d", "-n", "--", "sleep 301 & sleep 302; wait", check=True).stdout.strip()
+    eventually(lambda: subprocess.run(["pgrep", "-u", user, "-f", "sleep 302"],
+                                      capture_output=True).returncode == 0)
+    result = p1("stop", job[:8])
+    assert result.returncode == 0, result.stderr
+    assert "stopped job" in result.stderr
+    for pattern in ("sleep 301", "sleep 302"):
+        assert subprocess.run(["pgrep", "-u", user, "-f", pattern], capture_output=True).returncode == 1
+    (record,) = p1.jobs()
+    assert record["status"] == "stopped"
+    assert "stopped" in p1("ls", check=True).stdout
+    assert "was not running" in p1("stop", job).stderr
+
+
+def test_stop_escalates_to_sigkill_after_the_grace_period(p1: PClient) -> None:
+    job = p1("-d", "-n", "--", "trap '' TERM; echo ready; sleep 300", check=True).stdout.strip()
+    eventually(lambda: "ready" in p1("logs", job).stdout)
+    result = p1("stop", "--grace", "1", job)
+    assert result.returncode == 0
+    (record,) = p1.jobs()
+    assert record["status"] == "stopped" and record["exit_code"] == 137
+
+
+def test_pull_files_and_directories_confined_to_the_workdir(p1: PClient, tmp_path: Path) -> None:
+    job = p1("-d", "-n", "--", "mkdir -p out/sub && echo artifact > out/sub/a.bin && echo top > top.txt"
+             " && ln -s /etc/passwd leak && ln -s /etc escape", check=True).stdout.strip()
+    p1("wait", job, check=True)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert p1("pull", job, "top.txt", str(dest)).returncode == 0
+    assert (dest / "top.txt").read_text() == "top\n"
+    assert p1("pull", job, "out", str(dest)).returncode == 0
+    assert (dest / "out" / "sub" / "a.bin").read_text() == "artifact\n"
+    for bad in ("../../../etc/passwd", "/etc/passwd", "escape/passwd", "leak"):
+        message = one_line_error(p1("pull", job, bad, str(dest)))
+        assert "outside the job's workdir" in message, message
+    assert "does not exist" in one_line_error(p1("pull", job, "missing.txt", str(dest)))
+    assert not (dest / "passwd").exists()
+
+
+def test_rm_refuses_running_jobs_and_removes_remote_dirs(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    running = p1("-d", "--", "sleep 300", check=True).stdout.strip()
+    assert "is running" in one_line_error(p1("rm", running))
+    assert job_dir(home, running).exists()
+    assert p1("rm", "--force", running).returncode == 0
+    assert not job_dir(home, running).exists() and not workdir(home, running).exists()
+    done = p1("-d", "--", "true", check=True).stdout.strip()
+    p1("wait", done, check=True)
+    assert p1("rm", done[:5]).returncode == 0
+    assert not job_dir(home, done).exists() and not workdir(home, done).exists()
+    assert p1.jobs() == []
+    assert not (p1.home / ".local/share/p/jobs" / f"{done}.json").exists()
+
+
+def test_bad_job_ids_are_one_line(p1: PClient) -> None:
+    assert "no job matches" in one_line_error(p1("logs", "abcdef"))
+    assert "not a job id" in one_line_error(p1("attach", "../../etc"))
+    assert "not a job id" in one_line_error(p1("stop", "$(reboot)"))
+    assert "nothing to run" in one_line_error(p1("--"))
+
+
+def test_ls_marks_unwatched_jobs_unknown_then_reconciles(p1: PClient) -> None:
+    job = p1("-d", "-n", "--", "sleep 2", check=True).stdout.strip()
+    p1.close_masters()  # as if the client had been offline: no live link
+    first = p1("ls")
+    assert "unknown" in first.stdout.splitlines()[2]
+    assert "next `p ls`" in first.stderr
+    eventually(lambda: (job_dir(p1.worker_home("w1"), job) / "exitcode").exists())
+    second = p1("ls", check=True).stdout.splitlines()[2]
+    assert "done [0]" in second
+
+
+def test_agent_replaced_when_its_build_differs(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    (agent,) = [path for path in (home / ".p/bin").glob("p-agent-*") if not path.name.endswith(".sha256")]
+    agent.write_bytes(b"#!/bin/sh\necho broken\n")  # damaged or another build
+    p1.close_masters()
+    pid = int((home / ".p/run" / f"{agent.name.split('.pyz')[0].replace('p-agent-', 'agent-')}.pid")
+              .read_text())
+    os.kill(pid, 15)
+    result = p1("-n", "--", "echo", "works")
+    assert result.stdout == "works\n", result.stderr
+    assert agent.read_bytes() != b"#!/bin/sh\necho broken\n"
