@@ -19,10 +19,10 @@ install: deps $(BIN)/p
 	@echo "p is installed: $(abspath $(BIN)/p)  (add $(abspath $(BIN)) to PATH)"
 
 demo: install
-	$(BIN)/python tests/demo.py
+	$(BIN)/python tools/demo.py
 
 demo-stop:
-	$(BIN)/python tests/demo.py --stop
+	$(BIN)/python tools/demo.py --stop
 
 test: install
 	$(BIN)/ruff check .

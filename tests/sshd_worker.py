@@ -28,7 +28,9 @@ def free_port() -> int:
 
 
 def keygen(path: str) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+    """A new key pair at ``path``, or the one already there."""
+    if not os.path.exists(path):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
     with open(path + ".pub") as pub:
         return pub.read().strip()
 
@@ -50,6 +52,8 @@ class SshdWorkers:
     process: subprocess.Popen[bytes] | None = None
     created_users: list[str] = field(default_factory=list)
     extra_sshd_config: str = ""
+    # False: every worker logs in as the current user (the demo's choice).
+    throwaway_users: bool = True
 
     @property
     def ssh_config(self) -> str:
@@ -71,7 +75,7 @@ class SshdWorkers:
             out.write(client_pub + "\n")
         os.chmod(authorized, 0o644)
         self.port = free_port()
-        root_mode = os.getuid() == 0
+        root_mode = os.getuid() == 0 and self.throwaway_users
         for name in names:
             if root_mode:
                 user = f"pt{secrets.token_hex(4)}"
@@ -107,7 +111,7 @@ LogLevel ERROR
 MaxSessions 200
 MaxStartups 200
 {self.extra_sshd_config}{matches}""")
-        if root_mode:
+        if os.getuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         known_hosts = os.path.join(self.root, "known_hosts")
         with open(known_hosts, "w") as out:
@@ -117,7 +121,9 @@ MaxStartups 200
                 out.write(self.host_block(spec.alias, spec.user))
             # For user@127.0.0.1:port targets: the same key and known hosts.
             out.write(self.host_block("127.0.0.1", "", port=0))
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -150,9 +156,8 @@ Host {alias}
             out.write(self.host_block(alias, **kwargs))  # type: ignore[arg-type]
 
     def stop(self) -> None:
-        for spec in self.workers.values():
-            if os.getuid() == 0:
-                subprocess.run(["pkill", "-KILL", "-u", spec.user], stderr=subprocess.DEVNULL)
+        for user in self.created_users:
+            subprocess.run(["pkill", "-KILL", "-u", user], stderr=subprocess.DEVNULL)
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=10)
