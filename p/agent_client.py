@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from typing import Any
 
 from p_protocol import PROTOCOL, VERSION, Op, ProtocolError, decode, encode
 
 from .errors import PError
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 CONNECT_TIMEOUT = 15.0
 CHUNK = 64 * 1024

@@ -52,11 +52,12 @@ def main(
 def ls_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", "-r", help="ask workers about running jobs now")] = False,
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="every job, not only the newest 30")] = False,
 ) -> None:
-    """List jobs across all workers."""
+    """List jobs across all workers: running ones and the newest 30."""
     from .commands.ls import ls
 
-    _done(ls(as_json, refresh))
+    _done(ls(as_json, refresh, show_all))
 
 
 @app.command()

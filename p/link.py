@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from p_protocol import VERSION, Layout
 
@@ -20,6 +19,7 @@ from .config import Config, Worker
 from .errors import PError
 from .ssh import Transport
 
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
     from .provision import WorkerFacts
 

@@ -1,6 +1,6 @@
-"""Entry point. The run form (`p [worker] [-n] [-d] -- cmd`) is parsed here
-without typer, so launching a job imports nothing heavy; every other verb
-goes to the typer app in `cli`."""
+"""Entry point. The run form (`p [worker] [-n] [-d] -- cmd`) and `p ls` are
+parsed here without typer, so the commands run most often import nothing
+heavy; every other verb goes to the typer app in `cli`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,21 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
     return options
 
 
+def parse_ls(argv: list[str]) -> dict[str, bool] | None:
+    """`p ls` is run often and must be quick: it skips typer too."""
+    if not argv or argv[0] != "ls":
+        return None
+    flags = {"--json": "as_json", "--refresh": "refresh", "-r": "refresh", "--all": "show_all", "-a": "show_all"}
+    options = {"as_json": False, "refresh": False, "show_all": False}
+    for arg in argv[1:]:
+        if arg == "--debug":
+            continue
+        if arg not in flags:
+            return None  # --help, typos: typer explains
+        options[flags[arg]] = True
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)
@@ -45,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(options["worker"], options["words"],  # type: ignore[arg-type]
                        no_sync=bool(options["no_sync"]), detach=bool(options["detach"]))
+        ls_options = parse_ls(argv)
+        if ls_options is not None:
+            from .commands.ls import ls
+
+            return ls(**ls_options)
         from .cli import dispatch
 
         return dispatch(argv)

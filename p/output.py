@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import BinaryIO
 
 from p_protocol import State
 
 from .store import JobRecord
 from .table import duration
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 def display_cwd(path: str) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
-from types import TracebackType
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
 
 SHOW_AFTER_SECONDS = 0.5
 

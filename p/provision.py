@@ -17,15 +17,19 @@ from .artifacts import Artifact
 from .errors import PError
 from .ssh import Transport
 
-# Facts about the worker, one `key=value` a line. Creating ~/.p here too saves
-# a round trip later.
-PROBE_SH = """\
+# Facts about the worker, one `key=value` a line: all `worker ls --check`
+# needs, in as few processes as possible (it probes many workers at once).
+FACTS_SH = """\
 echo "os=$(uname -s)"
 echo "machine=$(uname -m)"
 echo "home=$HOME"
 for tool in tmux rsync python3; do
     if command -v "$tool" >/dev/null 2>&1; then echo "has_$tool=1"; else echo "has_$tool=0"; fi
 done
+"""
+
+# Then the installed agents. Creating ~/.p here too saves a round trip later.
+PROBE_SH = FACTS_SH + """\
 umask 077
 mkdir -p "$HOME/.p/bin" "$HOME/.p/run" "$HOME/.p/tmp" "$HOME/.p/jobs" "$HOME/.p/workdirs" || exit 1
 chmod 700 "$HOME/.p" "$HOME/.p/run"
@@ -82,9 +86,11 @@ class WorkerFacts:
     running: bool
 
 
-def probe(transport: Transport, timeout: float = 60.0) -> WorkerFacts:
+def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True) -> WorkerFacts:
+    """The worker's facts; with ``agents``, also its installed agents."""
     names = " ".join(quote(f"p-agent-{VERSION}{suffix}") for suffix in ("", ".pyz"))
-    output = transport.run_script(PROBE_SH.format(names=names, version=VERSION), timeout=timeout)
+    script = PROBE_SH.format(names=names, version=VERSION) if agents else FACTS_SH
+    output = transport.run_script(script, timeout=timeout)
     facts: dict[str, str] = {}
     installed: dict[str, str] = {}
     for line in output.splitlines():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 from p_protocol import Op, State
 
@@ -20,6 +19,10 @@ from .agent_client import AgentClient
 from .errors import PError
 from .ssh import Transport
 from .store import JobRecord, Store
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def apply(record: JobRecord, view: dict[str, Any] | None) -> JobRecord:

@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 
 from . import paths
 from .config import Config, Worker
@@ -104,6 +103,8 @@ class Transport:
     def ensure_master(self) -> None:
         if self.master_alive():
             return
+        import tempfile
+
         # -f backgrounds the master once it is authenticated; its stderr goes
         # to a file because a pipe would be held open by the master forever.
         with tempfile.TemporaryFile(mode="w+") as errors:

@@ -15,8 +15,6 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 from p_protocol import JOB_ID_RE, SHORT_ID_LEN, State
 
@@ -24,22 +22,43 @@ from . import paths
 from .errors import PError
 from .fsutil import atomic_write
 
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
+
 ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
+ACTIVE = (State.RUNNING.value, State.UNKNOWN.value)
+INDEX_FORMAT = 1
 
 
-@dataclass
+def new_job_id() -> str:
+    """A UUID4 as 32 hex digits (without importing uuid: startup time)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
+
+
 class JobRecord:
-    id: str
-    worker: str
-    cwd: str
-    command: str
-    status: str = State.RUNNING.value
-    exit_code: int | None = None
-    started_at: float = 0.0  # client clock
-    ended_at: float | None = None  # client clock, from the worker's duration
-    synced: bool = True
-    # The last time the worker told us this job's state (client clock).
-    checked_at: float = 0.0
+    """One job as the client knows it; a plain class for startup time."""
+
+    FIELDS = ("id", "worker", "cwd", "command", "status", "exit_code", "started_at", "ended_at",
+              "synced", "checked_at")
+
+    def __init__(self, id: str, worker: str, cwd: str, command: str, status: str = State.RUNNING.value,
+                 exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
+                 synced: bool = True, checked_at: float = 0.0) -> None:
+        self.id = id
+        self.worker = worker
+        self.cwd = cwd
+        self.command = command
+        self.status = status
+        self.exit_code = exit_code
+        self.started_at = started_at  # client clock
+        self.ended_at = ended_at  # client clock, from the worker's duration
+        self.synced = synced
+        # The last time the worker told us this job's state (client clock).
+        self.checked_at = checked_at
 
     @property
     def short_id(self) -> str:
@@ -50,12 +69,11 @@ class JobRecord:
         return State(self.status)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
-        known = {f.name for f in fields(cls)}
-        record = cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in cls.FIELDS})
         if not JOB_ID_RE.match(record.id):
             raise ValueError("malformed id")
         State(record.status)
@@ -86,15 +104,19 @@ class Store:
         except FileNotFoundError:
             return 0
 
+    def _read_header(self, src: Any) -> dict[str, Any] | None:
+        header = json.loads(src.readline())
+        fresh = header.get("format") == INDEX_FORMAT and header.get("dir_mtime_ns") == self._dir_mtime()
+        return header if fresh else None
+
     def _read_index(self) -> dict[str, dict[str, Any]] | None:
         try:
             with open(self.index_path) as src:
-                index = json.load(src)
-            if index.get("dir_mtime_ns") == self._dir_mtime():
-                return index["jobs"]
+                if self._read_header(src) is None:
+                    return None
+                return {data["id"]: data for data in map(json.loads, src)}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-        return None
+            return None
 
     def _rebuild_index(self) -> dict[str, dict[str, Any]]:
         jobs: dict[str, dict[str, Any]] = {}
@@ -115,9 +137,16 @@ class Store:
         return jobs
 
     def _write_index(self, jobs: dict[str, dict[str, Any]]) -> None:
-        index = {"dir_mtime_ns": self._dir_mtime(), "jobs": jobs}
+        """A header line (freshness, active jobs), then one record a line,
+        oldest first, so `recent` reads only the file's tail."""
+        ordered = sorted(jobs.values(), key=lambda data: data.get("started_at") or 0.0)
+        active = [data["id"] for data in ordered if data.get("status") in ACTIVE]
+        header = {"format": INDEX_FORMAT, "dir_mtime_ns": self._dir_mtime(), "count": len(ordered),
+                  "active": active}
+        lines = [json.dumps(header, separators=(",", ":"))]
+        lines += [json.dumps(data, separators=(",", ":")) for data in ordered]
         # Not fsynced: the index is a cache that a reader rebuilds if it lags.
-        atomic_write(self.index_path, json.dumps(index, separators=(",", ":")), durable=False)
+        atomic_write(self.index_path, "\n".join(lines) + "\n", durable=False)
 
     def _index(self) -> dict[str, dict[str, Any]]:
         jobs = self._read_index()
@@ -129,6 +158,41 @@ class Store:
         return jobs
 
     # -- public ------------------------------------------------------------
+
+    def recent(self, count: int) -> tuple[list[JobRecord], int]:
+        """The ``count`` newest jobs plus every active one, and how many jobs
+        there are in all: what `p ls` shows, read without parsing them all."""
+        try:
+            with open(self.index_path, "rb") as src:
+                header = self._read_header(src)
+                if header is not None:
+                    return self._tail(src, header, count), int(header["count"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        records = self.all()
+        return _newest_and_active(records, count), len(records)
+
+    def _tail(self, src: Any, header: dict[str, Any], count: int) -> list[JobRecord]:
+        body_start = src.tell()
+        end = src.seek(0, os.SEEK_END)
+        span = 512 * (count + 1)
+        while True:
+            start = max(body_start, end - span)
+            src.seek(start)
+            lines = src.read().splitlines()
+            if start > body_start:
+                lines = lines[1:]  # the first may be cut
+            if len(lines) >= count or start == body_start:
+                break
+            span *= 2
+        records = {r.id: r for r in (JobRecord.from_dict(json.loads(line)) for line in lines[-count:])}
+        for job_id in header["active"]:
+            if job_id not in records:
+                try:
+                    records[job_id] = self.get(job_id)
+                except PError:
+                    continue
+        return sorted(records.values(), key=lambda record: record.started_at)
 
     def all(self) -> list[JobRecord]:
         records = []
@@ -186,6 +250,12 @@ class Store:
             more = f" and {len(matches) - 6} more" if len(matches) > 6 else ""
             raise PError(f"job id {prefix!r} is ambiguous: {shown}{more}; type more characters")
         return matches[0]
+
+
+def _newest_and_active(records: list[JobRecord], count: int) -> list[JobRecord]:
+    newest = records[-count:] if count else []
+    chosen = {r.id for r in newest}
+    return [r for r in records if r.id in chosen or r.status in ACTIVE]
 
 
 def _clip(text: str, width: int = 24) -> str:

@@ -23,9 +23,17 @@ def _seconds(record: JobRecord, now: float) -> float | None:
     return None
 
 
-def ls(as_json: bool, refresh: bool) -> int:
+# Without --all, `p ls` shows this many of the newest jobs, and every running one.
+SHOWN = 30
+
+
+def ls(as_json: bool, refresh: bool, show_all: bool = False) -> int:
     store = Store()
-    records = store.all()
+    if show_all:
+        records = store.all()
+        total = len(records)
+    else:
+        records, total = store.recent(SHOWN)
     refresh_for_ls(store, records, force=refresh)
     records.sort(key=lambda record: record.started_at, reverse=True)
     now = time.time()
@@ -39,6 +47,8 @@ def ls(as_json: bool, refresh: bool) -> int:
          output.status_text(record), duration(_seconds(record, now)))
         for record in records
     ]))
+    if total > len(records):
+        output.say(f"p: {total - len(records)} older jobs not shown; `p ls --all` lists every job")
     if any(record.status == State.UNKNOWN.value for record in records):
         output.say("p: `unknown` jobs may have ended while no p command watched their worker; "
                    "the next `p ls` asks those workers (`p ls --refresh` does it now)")

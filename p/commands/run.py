@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
-import uuid
 
 from p_protocol import Op, State
 
@@ -15,7 +13,7 @@ from .. import output, sync
 from ..errors import PError
 from ..link import Link
 from ..reconcile import apply
-from ..store import JobRecord, Store
+from ..store import JobRecord, Store, new_job_id
 from .attach import attach_session
 
 
@@ -28,13 +26,13 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
-    record = JobRecord(id=uuid.uuid4().hex, worker=worker, cwd=output.display_cwd(cwd), command=command,
+    record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), command=command,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time())
     if not no_sync:
         sync.push(link.transport, cwd, link.layout.workdir(record.id),
                   _previous_workdir(link, store, record))
     store.save(record)  # before the start: a crash from here on leaves a record
-    cols, rows = shutil.get_terminal_size()
+    cols, rows = _terminal_size()
     try:
         view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd,
                                   worker=worker, cols=cols, rows=rows)["job"]
@@ -65,6 +63,14 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     if record.state is State.LOST:
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
+
+
+def _terminal_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+        return size.columns, size.lines
+    except OSError:
+        return 80, 24
 
 
 def _previous_workdir(link: Link, store: Store, record: JobRecord) -> str | None:

@@ -69,7 +69,7 @@ def ls(check: bool) -> int:
 
 def _check(transport: Transport) -> tuple[str, str]:
     try:
-        facts = provision.probe(transport, timeout=CHECK_TIMEOUT)
+        facts = provision.probe(transport, timeout=CHECK_TIMEOUT, agents=False)
         provision.check_tools(transport, facts)
     except PError as exc:
         return "-", exc.message

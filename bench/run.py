@@ -1,0 +1,218 @@
+"""Benchmarks of p against baselines measured in the same run.
+
+Each figure is a ratio to a baseline taken here and now (plain ssh, plain
+rsync, p itself at a smaller size), so machine speed cancels out. Runs
+against a real sshd worker on loopback, like the tests. Prints one line per
+goal and whether it is met; exits 0 either way (a benchmark is not a test).
+
+    python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from sshd_worker import SshdWorkers  # noqa: E402
+
+P = shutil.which("p") or "p"
+QUICK = "--quick" in sys.argv
+REPEAT = 3 if QUICK else 7
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: str | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def median_time(argv: list[str], env: dict[str, str], cwd: str | None = None, repeat: int = REPEAT) -> float:
+    return statistics.median(timed(argv, env, cwd) for _ in range(repeat))
+
+
+def lo_bytes() -> int:
+    with open("/proc/net/dev") as src:
+        for line in src:
+            if line.strip().startswith("lo:"):
+                return int(line.split(":", 1)[1].split()[0])
+    raise RuntimeError("no loopback counters")
+
+
+def traffic(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[int, float]:
+    before = lo_bytes()
+    elapsed = timed(argv, env, cwd)
+    return lo_bytes() - before, elapsed
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.root = Path(f"/var/tmp/p-bench-{secrets.token_hex(4)}")
+        self.sshd = SshdWorkers(str(self.root)).start(["w1"])
+        self.home = Path(tempfile.mkdtemp(prefix="p-bench-home-"))
+        runtime = Path(f"/tmp/pb-{secrets.token_hex(4)}")
+        runtime.mkdir(mode=0o700)
+        self.env = {**os.environ, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / "config"),
+                    "XDG_DATA_HOME": str(self.home / "data"), "XDG_CACHE_HOME": str(self.home / "cache"),
+                    "XDG_RUNTIME_DIR": str(runtime)}
+        self.runtime = runtime
+        self.ssh = ["ssh", "-F", self.sshd.ssh_config]
+        self.p(["worker", "register", "w1", "--ssh-config", self.sshd.ssh_config])
+        self.results: list[tuple[str, float, float, str]] = []
+
+    def p(self, args: list[str], cwd: str | None = None) -> str:
+        return subprocess.run([P, *args], env=self.env, cwd=cwd, stdin=subprocess.DEVNULL, check=True,
+                              capture_output=True, text=True).stdout
+
+    def report(self, name: str, value: float, goal: float, detail: str) -> None:
+        self.results.append((name, value, goal, detail))
+        verdict = "met" if value <= goal else "NOT met"
+        print(f"{name:<34} {value:7.2f}  (goal <= {goal})  {verdict}   {detail}", flush=True)
+
+    def close(self) -> None:
+        subprocess.run(["pkill", "-u", self.sshd.workers["w1"].user], capture_output=True)
+        for master in self.runtime.glob("p/cm-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
+        self.sshd.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+    # -- the goals ---------------------------------------------------------
+
+    def launch(self) -> None:
+        self.p(["-n", "--", "true"])  # warm: master up, agent running
+        p_time = median_time([P, "-n", "--", "true"], self.env)
+        ssh_time = median_time([*self.ssh, "-o", "ControlMaster=no", "-o", "ControlPath=none", "w1", "true"],
+                               self.env)
+        self.report("launch: p -n -- true / cold ssh", p_time / ssh_time, 0.5,
+                    f"p {p_time * 1000:.0f} ms, ssh {ssh_time * 1000:.0f} ms")
+
+    def resync(self) -> None:
+        tree = self.home / "tree"
+        files = 2000 if QUICK else 20000
+        for i in range(files):
+            sub = tree / f"d{i // 200}"
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"f{i}.txt").write_text(f"file {i}\n" * 20)
+        self.p(["--", "true"], cwd=str(tree))
+        first = json.loads(self.p(["ls", "--json"]))[0]["id"]
+        (tree / "d0" / "f0.txt").write_text("changed\n")
+        p_bytes, p_time = traffic([P, "--", "true"], self.env, cwd=str(tree))
+        # Baseline 1: rsync into the previous job's copy (what an ideal resync sends).
+        shell = " ".join(self.ssh)
+        home = self.sshd.workers["w1"].home
+        (tree / "d0" / "f0.txt").write_text("changed again\n")
+        base_bytes, _ = traffic(["rsync", "-a", "--filter=:- .gitignore", "-e", shell, f"{tree}/",
+                                 f"w1:{home}/.p/workdirs/{first}/"], self.env)
+        self.report("resync bytes: p / rsync into prev", p_bytes / base_bytes, 1.2,
+                    f"{files} files, p {p_bytes} B, rsync {base_bytes} B")
+        # Baseline 2: the manual chain into one fixed directory.
+        chain = f"rsync -a -e '{shell}' {tree}/ w1:fixed/ && {shell} w1 'cd fixed && true'"
+        subprocess.run(chain, shell=True, env=self.env, check=True, capture_output=True)
+        (tree / "d0" / "f0.txt").write_text("changed a third time\n")
+        chain_time = timed(["sh", "-c", chain], self.env)
+        self.report("resync wall: p / rsync && ssh", p_time / chain_time, 1.2,
+                    f"p {p_time:.2f} s, manual chain {chain_time:.2f} s")
+
+    def ls_scale(self) -> None:
+        jobs = self.home / "data" / "p" / "jobs"
+
+        def fill(count: int) -> float:
+            shutil.rmtree(jobs, ignore_errors=True)
+            (self.home / "data" / "p" / "jobs.index.json").unlink(missing_ok=True)
+            jobs.mkdir(parents=True)
+            for i in range(count):
+                job_id = uuid.uuid4().hex
+                record = {"id": job_id, "worker": "w1", "cwd": "~/projects/foo", "command": f"make test {i}",
+                          "status": "done", "exit_code": 0, "started_at": 1.7e9 + i, "ended_at": 1.7e9 + i + 5,
+                          "synced": True, "checked_at": 1.7e9 + i}
+                (jobs / f"{job_id}.json").write_text(json.dumps(record))
+            self.p(["ls"])  # builds the index once
+            return median_time([P, "ls"], self.env)
+
+        small, large = fill(10), fill(10000)
+        self.report("p ls: 10,000 records / 10", large / small, 1.5,
+                    f"{small * 1000:.0f} ms vs {large * 1000:.0f} ms")
+        shutil.rmtree(jobs)
+        (self.home / "data" / "p" / "jobs.index.json").unlink(missing_ok=True)
+
+    def check_scale(self) -> None:
+        import yaml
+
+        config_path = self.home / "config" / "p" / "config.yaml"
+        original = config_path.read_text()
+        config = yaml.safe_load(original)
+        worker = config["workers"][0]
+
+        def with_workers(count: int) -> float:
+            config["workers"] = [{**worker, "name": f"w{i}"} for i in range(count)]
+            config_path.write_text(yaml.safe_dump(config))
+            return median_time([P, "worker", "ls", "--check"], self.env, repeat=3)
+
+        one, fifty = with_workers(1), with_workers(50)
+        config_path.write_text(original)
+        self.report("worker ls --check: 50 / 1", fifty / one, 2.0, f"{one:.2f} s vs {fifty:.2f} s")
+
+    def memory(self) -> None:
+        user = self.sshd.workers["w1"].user
+        count = 10
+
+        def pss_kib(pids: list[int]) -> int:
+            total = 0
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/smaps_rollup") as src:
+                        for line in src:
+                            if line.startswith("Pss:"):
+                                total += int(line.split()[1])
+                except OSError:
+                    pass
+            return total
+
+        def processes() -> dict[int, str]:
+            out = subprocess.run(["ps", "-u", user, "-o", "pid=,args="], capture_output=True, text=True).stdout
+            return {int(line.split(None, 1)[0]): line.split(None, 1)[1] for line in out.splitlines()}
+
+        def ours(procs: dict[int, str]) -> list[int]:
+            # Everything p keeps per job: tmux server, run.sh, the pane pipe's
+            # cat. Not the agent (shared, one per worker), not the job itself.
+            return [pid for pid, args in procs.items()
+                    if ("tmux" in args and "run/tmux.sock" in args) or "run.sh" in args
+                    or args.startswith("cat") or args.startswith("sh -c cat")]
+
+        self.p(["-n", "--", "true"])
+        before = pss_kib(ours(processes()))
+        ids = [self.p(["-d", "-n", "--", "sleep 120"]).strip() for _ in range(count)]
+        time.sleep(1)
+        after = pss_kib(ours(processes()))
+        for job in ids:
+            self.p(["stop", "--grace", "1", job])
+        per_job_mb = (after - before) / count / 1024
+        self.report("worker memory per running job (MB)", per_job_mb, 4.0,
+                    f"PSS of tmux + run.sh + capture, {count} jobs")
+
+
+def main() -> int:
+    bench = Bench()
+    try:
+        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.memory):
+            step()
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
