@@ -56,8 +56,10 @@ class LogWriter:
         self.out = out
         self.raw = raw
         self.held_cr = False
+        self.written = 0  # bytes of the log consumed, to resume a stream
 
     def write(self, data: bytes) -> None:
+        self.written += len(data)
         if not self.raw:
             if self.held_cr:
                 data = b"\r" + data

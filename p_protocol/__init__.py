@@ -18,7 +18,10 @@ import json
 import os
 import re
 from enum import Enum
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
 
 VERSION = "0.1.0"
 PROTOCOL = 1
@@ -55,6 +58,7 @@ class Op(str, Enum):
     WAIT = "wait"  # {id} -> {job}, sent when the job has finished
     LOGS = "logs"  # {id, offset, follow} -> {size}, then raw bytes until EOF
     STOP = "stop"  # {id, grace} -> {job}
+    INTERRUPT = "interrupt"  # {id} -> {}: SIGINT to the job's process group (Ctrl+C off a terminal)
     CLOSE = "close"  # {id} -> {}: end the finished job's "press any key" screen
     REMOVE = "remove"  # {id, force} -> {}: job dir, workdir, session
     RESOLVE = "resolve"  # {id, path} -> {path, is_dir}: a path inside the workdir

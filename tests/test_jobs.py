@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import PClient
+from conftest import P_BIN, PClient
 from helpers import eventually, job_dir, one_line_error, workdir
 
 
@@ -189,3 +189,18 @@ def test_agent_replaced_when_its_build_differs(p1: PClient) -> None:
     result = p1("-n", "--", "echo", "works")
     assert result.stdout == "works\n", result.stderr
     assert agent.read_bytes() != b"#!/bin/sh\necho broken\n"
+
+
+def test_ctrl_c_while_streaming_reaches_the_job(p1: PClient) -> None:
+    import signal
+
+    process = subprocess.Popen(
+        [P_BIN, "-n", "--", "trap 'echo got-int; exit 9' INT; echo ready; sleep 60 & wait"],
+        env=p1.env, cwd=p1.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=30)
+    assert out == "got-int\n"
+    assert process.returncode == 9

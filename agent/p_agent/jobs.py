@@ -169,6 +169,15 @@ class Jobs:
         self.tmux.kill_session(session_name(job_id))
         return self.view(job_id)
 
+    def interrupt(self, job_id: str) -> None:
+        """What Ctrl+C does in an attached terminal, for a client that streams."""
+        pgid = _pgid(self.layout.job_dir(job_id))
+        if pgid is not None and not self.finished(job_id):
+            try:
+                os.killpg(pgid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
     def _wait_finished(self, job_id: str, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         for delay in poll_intervals():

@@ -83,6 +83,9 @@ class Agent:
         if op is Op.STOP:
             grace = float(request.get("grace") or 10.0)
             return ok(job=jobs.stop(checked_job_id(request.get("id")), grace))
+        if op is Op.INTERRUPT:
+            jobs.interrupt(checked_job_id(request.get("id")))
+            return ok()
         if op is Op.CLOSE:
             jobs.close(checked_job_id(request.get("id")))
             return ok()

@@ -51,8 +51,20 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
 def _stream(link: Link, store: Store, record: JobRecord) -> int:
     """Off a terminal: the job's output on stdout as it comes, then its status."""
     writer = output.LogWriter(sys.stdout.buffer, raw=False)
-    for chunk in link.agent.stream_log(record.id, 0, follow=True):
-        writer.write(chunk)
+    interrupted = False
+    while True:
+        try:
+            for chunk in link.agent.stream_log(record.id, writer.written, follow=True):
+                writer.write(chunk)
+            break
+        except KeyboardInterrupt:
+            # First Ctrl+C goes to the job, as in a terminal; a second one
+            # leaves the job running and returns.
+            if interrupted:
+                output.say(f"p: left job {record.short_id} running; `p logs -f {record.short_id}` follows it")
+                return 130
+            interrupted = True
+            link.agent.request(Op.INTERRUPT, id=record.id)
     writer.finish()
     view = link.agent.request(Op.WAIT, id=record.id, blocking=True)["job"]
     record = apply(record, view)
