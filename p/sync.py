@@ -23,15 +23,19 @@ def remote_spec(transport: Transport, path: str) -> str:
     return f"{user}{at}{host}:{path}"
 
 
-def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None) -> None:
-    """Copy ``source_dir`` into the new ``dest_dir`` on the worker.
+def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool) -> None:
+    """Copy ``source_dir`` into ``dest_dir`` on the worker.
 
-    ``copy_dest`` is an earlier workdir of the same directory: files that are
-    unchanged there are copied on the worker instead of sent (copies, not hard
-    links, so no job can change another job's files).
+    ``exact``: ``dest_dir`` already holds an older copy (the spare); rsync
+    updates it and deletes what the source lacks or ignores. Otherwise
+    ``copy_dest`` may name an earlier workdir of the same directory: files
+    unchanged there are copied on the worker instead of sent (copies, not
+    hard links, so no job can change another job's files).
     """
     argv = ["rsync", "-a", *PUSH_FILTER, "-e", transport.rsync_shell()]
-    if copy_dest is not None:
+    if exact:
+        argv += ["--delete", "--delete-excluded"]
+    elif copy_dest is not None:
         argv.append(f"--copy-dest={copy_dest}")
     _run(transport, argv, [source_dir.rstrip("/") + "/", remote_spec(transport, dest_dir + "/")],
          f"syncing to {transport.worker.name}")

@@ -32,6 +32,8 @@ JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SHORT_ID_LEN = 8
 # Worker names become file names and tmux status text: keep them tame.
 WORKER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Names the spare workdir of one client directory (a hash the client makes).
+SPARE_KEY_RE = re.compile(r"^[0-9a-f]{16}$")
 MAX_LINE = 1 << 20
 
 
@@ -53,7 +55,8 @@ class Op(str, Enum):
     """Every request a client may send; each takes the fields named below."""
 
     HELLO = "hello"  # {} -> {version, protocol, home, shell}
-    START = "start"  # {id, command, cwd, worker, cols, rows} -> {job}
+    PREPARE = "prepare"  # {id, spare} -> {reused}: the job's workdir, from the spare copy if any
+    START = "start"  # {id, command, cwd, worker, cols, rows, spare?} -> {job}
     STATUS = "status"  # {ids: [..]} -> {jobs: {id: job|None}}
     WAIT = "wait"  # {id} -> {job}, sent when the job has finished
     LOGS = "logs"  # {id, offset, follow} -> {size}, then raw bytes until EOF
@@ -107,6 +110,16 @@ class Layout:
     @property
     def tmux_conf(self) -> str:
         return os.path.join(self.root, "tmux.conf")
+
+    @property
+    def spares_dir(self) -> str:
+        return os.path.join(self.root, "spares")
+
+    def spare(self, key: str) -> str:
+        """A ready copy of the last sync of one client directory."""
+        if not isinstance(key, str) or not SPARE_KEY_RE.match(key):
+            raise ProtocolError(f"malformed spare key {key!r}")
+        return os.path.join(self.spares_dir, key)
 
     def job_dir(self, job_id: str) -> str:
         return os.path.join(self.jobs_dir, checked_job_id(job_id))

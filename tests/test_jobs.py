@@ -204,3 +204,29 @@ def test_ctrl_c_while_streaming_reaches_the_job(p1: PClient) -> None:
     out, _ = process.communicate(timeout=30)
     assert out == "got-int\n"
     assert process.returncode == 9
+
+
+def test_resync_reuses_the_spare_copy_and_makes_it_exact(p1: PClient) -> None:
+    project = p1.workdir
+    (project / ".gitignore").write_text("out/\n")
+    (project / "a.txt").write_text("original\n")
+    (project / "b.txt").write_text("deleted later\n")
+    (project / "same.txt").write_text("unchanged\n")
+    first = p1("-d", "--", "mkdir -p out; echo artifact > out/x; echo job1 >> a.txt; sleep 1", check=True)
+    first_id = first.stdout.strip()
+    spares = p1.worker_home("w1") / ".p" / "spares"
+    # Other tests' directories have spares on w1 too: this one has same.txt.
+    spare_file = eventually(lambda: [f for f in spares.glob("*/same.txt") if ".tmp-" not in str(f)])
+    spare_inode = spare_file[0].stat().st_ino  # type: ignore[index]
+    p1("wait", first_id, check=True)
+    (project / "b.txt").unlink()
+    (project / "c.txt").write_text("new\n")
+    second = p1("--", "ls -A1; cat a.txt")
+    assert second.stdout == ".gitignore\na.txt\nc.txt\nsame.txt\noriginal\n"
+    second_id = [job["id"] for job in p1.jobs() if job["id"] != first_id][0]
+    # The spare became the second job's workdir (renamed, not copied again)...
+    assert (workdir(p1.worker_home("w1"), str(second_id)) / "same.txt").stat().st_ino == spare_inode
+    # ...and the first job's files are its own.
+    first_dir = workdir(p1.worker_home("w1"), first_id)
+    assert (first_dir / "a.txt").read_text() == "original\njob1\n"
+    assert (first_dir / "out" / "x").exists()

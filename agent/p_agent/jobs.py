@@ -10,6 +10,8 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from shlex import quote
@@ -71,13 +73,48 @@ class Jobs:
         self.tmux = tmux
 
     def ensure_layout(self) -> None:
-        for path in (self.layout.root, self.layout.bin_dir, self.layout.jobs_dir,
-                     self.layout.workdirs_dir, self.layout.run_dir, self.layout.tmp_dir):
+        for path in (self.layout.root, self.layout.bin_dir, self.layout.jobs_dir, self.layout.workdirs_dir,
+                     self.layout.run_dir, self.layout.tmp_dir, self.layout.spares_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(self.layout.run_dir, 0o700)
         self.tmux.write_conf()
 
     # -- start -------------------------------------------------------------
+
+    def prepare(self, job_id: str, spare_key: str) -> bool:
+        """Create the job's workdir before the client syncs into it: the
+        spare copy of the last sync of the same directory when there is one
+        (a rename; rsync then only updates it), else an empty directory."""
+        workdir = self.layout.workdir(job_id)
+        spare = self.layout.spare(spare_key)
+        try:
+            os.rename(spare, workdir)
+            return True
+        except FileNotFoundError:
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
+            return False
+
+    def make_spare(self, job_id: str, spare_key: str) -> None:
+        """Copy the freshly synced workdir, in the background and at low
+        priority, so the next job from the same directory starts from it.
+        A real copy, never hard links: jobs cannot change each other's files."""
+        spare = self.layout.spare(spare_key)
+        if os.path.exists(spare):
+            return
+        tmp = f"{spare}.tmp-{job_id[:8]}"
+
+        def copy() -> None:
+            result = subprocess.run(["nice", "-n", "19", "cp", "-a", self.layout.workdir(job_id), tmp],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            try:
+                if result.returncode == 0 and not os.path.exists(spare):
+                    os.rename(tmp, spare)
+            except OSError:
+                pass
+            _rmtree(tmp)
+
+        threading.Thread(target=copy, daemon=True).start()
 
     def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int) -> dict[str, Any]:
         job_dir = self.layout.job_dir(job_id)

@@ -61,15 +61,20 @@ class Agent:
         if op is Op.HELLO:
             return ok(version=VERSION, protocol=PROTOCOL, home=os.path.expanduser("~"),
                       shell=os.environ.get("SHELL", "/bin/sh"))
+        if op is Op.PREPARE:
+            return ok(reused=jobs.prepare(checked_job_id(request.get("id")), _text(request, "spare")))
         if op is Op.START:
+            job_id = checked_job_id(request.get("id"))
             job = jobs.start(
-                checked_job_id(request.get("id")),
+                job_id,
                 _text(request, "command"),
                 _text(request, "cwd"),
                 _text(request, "worker"),
                 int(request.get("cols") or 80),
                 int(request.get("rows") or 24),
             )
+            if request.get("spare"):
+                jobs.make_spare(job_id, _text(request, "spare"))
             return ok(job=job)
         if op is Op.STATUS:
             ids = [checked_job_id(job_id) for job_id in request.get("ids") or []]

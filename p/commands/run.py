@@ -28,14 +28,17 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     worker = link.worker.name
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), command=command,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time())
+    spare = None
     if not no_sync:
+        spare = _spare_key(cwd)
+        reused = link.agent.request(Op.PREPARE, id=record.id, spare=spare)["reused"]
         sync.push(link.transport, cwd, link.layout.workdir(record.id),
-                  _previous_workdir(link, store, record))
+                  None if reused else _previous_workdir(link, store, record), exact=reused)
     store.save(record)  # before the start: a crash from here on leaves a record
     cols, rows = _terminal_size()
     try:
         view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd,
-                                  worker=worker, cols=cols, rows=rows)["job"]
+                                  worker=worker, cols=cols, rows=rows, spare=spare)["job"]
     except PError:
         store.delete(record.id)
         raise
@@ -75,6 +78,14 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     if record.state is State.LOST:
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
+
+
+def _spare_key(cwd: str) -> str:
+    """Names this machine's directory on the worker (see Op.PREPARE)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(f"{socket.gethostname()}\0{cwd}".encode()).hexdigest()[:16]
 
 
 def _terminal_size() -> tuple[int, int]:
