@@ -4,6 +4,7 @@ screen is read with capture-pane."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -122,3 +123,20 @@ def test_not_a_terminal_never_attaches(p1: PClient) -> None:
                             cwd=p1.workdir, timeout=60)
     assert result.stdout == "piped\n"
     assert result.returncode == 2
+
+
+def test_sync_shows_progress_on_a_terminal_when_slow(screen: Screen) -> None:
+    # Enough data that the sync takes well over the half second after which
+    # the bar appears.
+    with open(screen.p.workdir / "big.bin", "wb") as out:
+        out.write(os.urandom(400 * 1024 * 1024))
+    window = screen.start("--", "echo synced-and-ran")
+
+    def first_seen() -> str | None:
+        text = screen.text(window)
+        if "syncing to w1" in text:
+            return "progress bar"
+        return "job output" if "synced-and-ran" in text else None
+
+    assert eventually(first_seen, timeout=120, interval=0.05) == "progress bar"
+    screen.wait_for(window, r"--- Job done \[exit 0\]", timeout=120)
