@@ -42,18 +42,19 @@ def median_time(argv: list[str], env: dict[str, str], cwd: str | None = None, re
     return statistics.median(timed(argv, env, cwd) for _ in range(repeat))
 
 
-def lo_bytes() -> int:
-    with open("/proc/net/dev") as src:
-        for line in src:
-            if line.strip().startswith("lo:"):
-                return int(line.split(":", 1)[1].split()[0])
-    raise RuntimeError("no loopback counters")
+RSYNC_SHIM = """#!/bin/bash
+# rsync as p runs it, plus --stats appended to a log: what rsync itself sent.
+set -o pipefail
+{rsync} --stats "$@" | tee -a {log}
+"""
 
 
-def traffic(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[int, float]:
-    before = lo_bytes()
-    elapsed = timed(argv, env, cwd)
-    return lo_bytes() - before, elapsed
+def bytes_sent(log: Path) -> int:
+    """Sum of rsync's own "Total bytes sent" in ``log``, then empty it."""
+    total = sum(int(line.split(":")[1].replace(",", "").split()[0])
+                for line in log.read_text().splitlines() if line.startswith("Total bytes sent"))
+    log.write_text("")
+    return total
 
 
 class Bench:
@@ -100,6 +101,12 @@ class Bench:
                     f"p {p_time * 1000:.0f} ms, ssh {ssh_time * 1000:.0f} ms")
 
     def resync(self) -> None:
+        shim_dir, log = self.home / "shim", self.home / "rsync-stats.log"
+        shim_dir.mkdir()
+        log.write_text("")
+        (shim_dir / "rsync").write_text(RSYNC_SHIM.format(rsync=shutil.which("rsync"), log=log))
+        (shim_dir / "rsync").chmod(0o755)
+        env = {**self.env, "PATH": f"{shim_dir}:{self.env['PATH']}"}
         tree = self.home / "tree"
         files = 2000 if QUICK else 20000
         for i in range(files):
@@ -115,13 +122,16 @@ class Bench:
         while not [d for d in spares.glob("*") if ".tmp-" not in d.name] and time.monotonic() < deadline:
             time.sleep(0.2)
         (tree / "d0" / "f0.txt").write_text("changed\n")
-        p_bytes, p_time = traffic([P, "--", "true"], self.env, cwd=str(tree))
+        bytes_sent(log)
+        p_time = timed([P, "--", "true"], env, cwd=str(tree))
+        p_bytes = bytes_sent(log)
         # Baseline 1: rsync into the previous job's copy (what an ideal resync sends).
         shell = " ".join(self.ssh)
         home = self.sshd.workers["w1"].home
         (tree / "d0" / "f0.txt").write_text("changed again\n")
-        base_bytes, _ = traffic(["rsync", "-a", "--filter=:- .gitignore", "-e", shell, f"{tree}/",
-                                 f"w1:{home}/.p/workdirs/{first}/"], self.env)
+        timed(["rsync", "-a", "--filter=:- .gitignore", "-e", shell, f"{tree}/",
+               f"w1:{home}/.p/workdirs/{first}/"], env)
+        base_bytes = bytes_sent(log)
         self.report("resync bytes: p / rsync into prev", p_bytes / base_bytes, 1.2,
                     f"{files} files, p {p_bytes} B, rsync {base_bytes} B")
         # Baseline 2: the manual chain into one fixed directory.
