@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass
 from shlex import quote
 
@@ -15,6 +14,7 @@ from p_protocol import VERSION
 from . import artifacts
 from .artifacts import Artifact
 from .errors import PError
+from .output import say
 from .ssh import Transport
 
 # Facts about the worker, one `key=value` a line: all `worker ls --check`
@@ -141,9 +141,9 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
 def _upload(transport: Transport, artifact: Artifact) -> str:
     data = artifact.read()
     upload = f".upload-{secrets.token_hex(6)}"
-    if artifact.kind == "zipapp" and artifact.arch:
-        note = f"no p-agent binary for {artifact.arch} in this install; running the agent with python3"
-        print(f"p: {note} on {transport.worker.name}", file=sys.stderr)
+    if artifact.kind == "zipapp":
+        say(f"p: this install of p has no current p-agent binary for {artifact.arch} (`make agents` "
+            f"builds them); {transport.worker.name} runs the agent from source with python3")
     # `cat > file` reads the same in every login shell, fish and csh included.
     process = subprocess.Popen(transport.ssh_argv(f"cat > .p/bin/{upload}"),
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -152,9 +152,7 @@ class Store:
         jobs = self._read_index()
         if jobs is None:
             with self._locked():
-                jobs = self._read_index()
-                if jobs is None:
-                    jobs = self._rebuild_index()
+                jobs = self._read_index() or self._rebuild_index()
         return jobs
 
     # -- public ------------------------------------------------------------
@@ -206,9 +204,7 @@ class Store:
 
     def save(self, *records: JobRecord) -> None:
         with self._locked():
-            jobs = self._read_index()
-            if jobs is None:
-                jobs = self._rebuild_index()
+            jobs = self._read_index() or self._rebuild_index()
             for record in records:
                 atomic_write(self.record_path(record.id), json.dumps(record.to_dict(), indent=1))
                 jobs[record.id] = record.to_dict()
@@ -216,9 +212,7 @@ class Store:
 
     def delete(self, job_id: str) -> None:
         with self._locked():
-            jobs = self._read_index()
-            if jobs is None:
-                jobs = self._rebuild_index()
+            jobs = self._read_index() or self._rebuild_index()
             try:
                 os.unlink(self.record_path(job_id))
             except FileNotFoundError:
