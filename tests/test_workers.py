@@ -72,6 +72,8 @@ def test_worker_ls_check_probes_all_in_parallel(p: PClient) -> None:
     assert rows["w1"].rstrip().endswith("ok") and "x86_64" in rows["w1"]
     assert rows["w2"].rstrip().endswith("ok")
     assert "cannot reach" in rows["gone"]
+    # Commands on an unreachable worker fail in one line too.
+    assert "cannot reach worker gone" in one_line_error(p("gone", "--", "true"))
 
 
 def test_worker_rm_refuses_while_jobs_run(p1: PClient) -> None:
