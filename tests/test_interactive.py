@@ -27,13 +27,13 @@ class Screen:
         return subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args],
                               capture_output=True, text=True, check=True).stdout
 
-    def start(self, *p_args: str) -> str:
+    def start(self, *p_args: str, term: str = "xterm-256color") -> str:
         """Run `p p_args` in a new window; it prints p's exit status after."""
         script = self.p.home / f"window{self.windows}.sh"
         exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.p.env.items()
                           if key in ("HOME", "PATH", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
                                      "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"))
-        script.write_text(f"{exports}export TERM=xterm-256color\ncd {shlex.quote(str(self.p.workdir))}\n"
+        script.write_text(f"{exports}export TERM={term}\ncd {shlex.quote(str(self.p.workdir))}\n"
                           f"{shlex.join([P_BIN, *p_args])}\necho \"p-exit=$?\"\nsleep 600\n")
         name = f"w{self.windows}"
         self.windows += 1
@@ -140,3 +140,11 @@ def test_sync_shows_progress_on_a_terminal_when_slow(screen: Screen) -> None:
 
     assert eventually(first_seen, timeout=120, interval=0.05) == "progress bar"
     screen.wait_for(window, r"--- Job done \[exit 0\]", timeout=120)
+
+
+def test_attach_works_from_a_terminal_the_worker_does_not_know(screen: Screen) -> None:
+    window = screen.start("--", "echo $TERM; sleep 1", term="p-unknown-terminal")
+    shown = screen.wait_for(window, r"--- Job done \[exit 0\]")
+    assert "tmux" in shown or "screen" in shown  # the job sees tmux's own TERM
+    screen.keys(window, "x")
+    screen.wait_for(window, r"p-exit=0")

@@ -17,8 +17,11 @@ from ..store import JobRecord, Store
 
 def attach_session(link: Link, record: JobRecord) -> int:
     """Attach the terminal; when tmux lets go, report like ssh would."""
-    remote = (f"tmux -S {quote(link.layout.tmux_socket)} attach-session "
-              f"-t {quote('=' + session_name(record.id))}")
+    # A local terminal the worker has no terminfo for (kitty, foot...) would
+    # make tmux refuse to attach: fall back to a common one there.
+    script = ('infocmp "$TERM" >/dev/null 2>&1 || TERM=xterm-256color; export TERM; '
+              'exec tmux -S "$0" attach-session -t "$1"')
+    remote = f"sh -c {quote(script)} {quote(link.layout.tmux_socket)} {quote('=' + session_name(record.id))}"
     code = subprocess.call(link.transport.ssh_argv(remote, tty=True))
     # The link may have idled for hours while attached: connect afresh.
     fresh = link_module.connect(record.worker)
