@@ -21,13 +21,18 @@ class AgentGone(Exception):
     """The socket connected, but no agent answered behind it."""
 
 
+class AgentRefused(PError):
+    """The agent answered the request with an error."""
+
+
 class AgentClient:
-    def __init__(self, path: str, worker: str) -> None:
+    def __init__(self, path: str, worker: str, timeout: float = CONNECT_TIMEOUT) -> None:
         self.path = path
         self.worker = worker
+        self.timeout = timeout
         self.conn, self.reader = self._open()
         try:
-            hello = self._exchange({"op": Op.HELLO.value})
+            hello = self._exchange({"op": Op.HELLO.value}, timeout)
         except (PError, AgentGone):
             self.close()
             raise
@@ -38,7 +43,7 @@ class AgentClient:
 
     def _open(self) -> tuple[socket.socket, Any]:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.settimeout(CONNECT_TIMEOUT)
+        conn.settimeout(self.timeout)
         try:
             conn.connect(self.path)
         except OSError as exc:
@@ -67,34 +72,44 @@ class AgentClient:
         except ProtocolError as exc:
             raise PError(f"worker {self.worker} sent a malformed reply: {exc}") from None
         if not reply.get("ok"):
-            raise PError(f"worker {self.worker}: {reply.get('error', 'request refused')}")
+            raise AgentRefused(f"worker {self.worker}: {reply.get('error', 'request refused')}")
         return reply
 
     def request(self, op: Op, *, blocking: bool = False, **fields: Any) -> dict[str, Any]:
         """One request and its reply; ``blocking`` ones may take forever."""
         try:
-            return self._exchange({"op": op.value, **fields}, None if blocking else CONNECT_TIMEOUT * 4)
+            return self._exchange({"op": op.value, **fields}, None if blocking else self.timeout * 4)
         except AgentGone:
             raise PError(f"lost the connection to worker {self.worker}; jobs keep running there, "
                          "`p ls` shows their state once it is back") from None
 
     def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
-        """The job's output from ``offset``; with ``follow`` until it ends."""
-        conn, reader = self._open()
+        """The job's output from ``offset``; with ``follow`` until it ends.
+
+        A connection of its own (it ends with the stream), so no hello.
+        """
+        lost = PError(f"lost the connection to worker {self.worker}; the job keeps running there, "
+                      "`p logs` shows its output once the worker is back")
         try:
-            conn.settimeout(None if follow else CONNECT_TIMEOUT * 4)
+            conn, reader = self._open()
+        except AgentGone:
+            raise lost from None
+        try:
+            conn.settimeout(None if follow else self.timeout * 4)
             conn.sendall(encode({"op": Op.LOGS.value, "id": job_id, "offset": offset, "follow": follow}))
             header = reader.readline()
             if not header:
-                raise PError(f"lost the connection to worker {self.worker}")
+                raise lost
             reply = decode(header)
             if not reply.get("ok"):
-                raise PError(f"worker {self.worker}: {reply.get('error')}")
+                raise AgentRefused(f"worker {self.worker}: {reply.get('error')}")
             while True:
                 data = reader.read1(CHUNK)
                 if not data:
                     return
                 yield data
+        except (OSError, ProtocolError):
+            raise lost from None
         finally:
             reader.close()
             conn.close()

@@ -4,6 +4,7 @@ heavy; every other verb goes to the typer app in `cli`."""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # stdout's reader is gone: stop Python complaining when it flushes.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:

@@ -8,6 +8,7 @@ once) connects to those workers, all in parallel, one request each.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -41,10 +42,40 @@ def apply(record: JobRecord, view: dict[str, Any] | None) -> JobRecord:
     return record
 
 
+def _unknown(records: list[JobRecord]) -> list[JobRecord]:
+    for record in records:
+        record.status = State.UNKNOWN.value
+    return records
+
+
+def _forget(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def query(agent: AgentClient, records: list[JobRecord]) -> list[JobRecord]:
     reply = agent.request(Op.STATUS, ids=[record.id for record in records])
     views = reply.get("jobs") or {}
     return [apply(record, views.get(record.id)) for record in records]
+
+
+# `p ls` must not hang on a link that went quiet (suspend, Wi-Fi change)...
+LS_TIMEOUT = 2.0
+# ...nor try a worker that was just found unreachable on every call.
+RETRY_UNREACHABLE_SECONDS = 60.0
+
+
+def _recently_unreachable(transport: Transport) -> bool:
+    try:
+        return time.time() - os.path.getmtime(_unreachable_mark(transport)) < RETRY_UNREACHABLE_SECONDS
+    except OSError:
+        return False
+
+
+def _unreachable_mark(transport: Transport) -> str:
+    return os.path.join(transport.runtime, f"unreachable-{transport.key}")
 
 
 def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
@@ -60,21 +91,26 @@ def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
         jobs = by_worker[worker_name]
         if not config.has_worker(worker_name):
             return [], None
-        transport = Transport(config, config.worker(worker_name))
-        agent = link_module.try_warm(transport)
-        if agent is None and (force or any(r.status == State.UNKNOWN.value for r in jobs)):
+        try:
+            transport = Transport(config, config.worker(worker_name))
+            agent = link_module.try_warm(transport, LS_TIMEOUT)
+        except PError:
+            agent = None  # a link that does not answer at once counts as absent
+        wanted = force or any(r.status == State.UNKNOWN.value for r in jobs)
+        if agent is None and wanted and (force or not _recently_unreachable(transport)):
             try:
                 agent = link_module.connect_cold(transport)
+                _forget(_unreachable_mark(transport))
             except PError as exc:
-                return [], exc.message
+                with open(_unreachable_mark(transport), "w"):
+                    pass
+                return _unknown(jobs), exc.message
         if agent is None:
-            for record in jobs:
-                record.status = State.UNKNOWN.value
-            return jobs, None
+            return _unknown(jobs), None
         try:
             return query(agent, jobs), None
         except PError as exc:
-            return [], exc.message
+            return _unknown(jobs), exc.message
         finally:
             agent.close()
 

@@ -63,10 +63,16 @@ class Transport:
         text = "\0".join([self.worker.name, self.worker.connection, *self.user_options])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    @property
+    def control_path(self) -> str:
+        return os.path.join(self.runtime, f"cm-{self.key}")
+
     def options(self) -> list[str]:
         opts = [
             *self.user_options,
-            "-o", f"ControlPath={self.runtime}/cm-%C",
+            # One master per worker *and* its ssh options: %C would merge two
+            # workers reaching one host with different keys or configs.
+            "-o", f"ControlPath={self.control_path}",
             "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
             "-o", "ServerAliveInterval=10",
             "-o", "ServerAliveCountMax=3",
@@ -103,6 +109,10 @@ class Transport:
     def ensure_master(self) -> None:
         if self.master_alive():
             return
+        if os.path.lexists(self.control_path):
+            # Left by a master that was killed: ssh would not replace it and
+            # would quietly run without multiplexing, forever.
+            os.unlink(self.control_path)
         import tempfile
 
         # -f backgrounds the master once it is authenticated; its stderr goes
@@ -118,7 +128,13 @@ class Transport:
                 raise self.explain(errors.read())
 
     def forward(self, local_socket: str, remote_socket: str) -> None:
-        """Forward a local unix socket to the agent's, through the master."""
+        """Forward a local unix socket to the agent's, through the master.
+
+        An earlier forward of the same socket is cancelled first: the master
+        would otherwise answer "ok" and keep its dead listener.
+        """
+        subprocess.run(["ssh", *self.options(), "-O", "cancel", "-L", f"{local_socket}:{remote_socket}",
+                        "--", self.target], stdin=subprocess.DEVNULL, capture_output=True)
         result = subprocess.run(
             ["ssh", *self.options(), "-o", "StreamLocalBindUnlink=yes",
              "-O", "forward", "-L", f"{local_socket}:{remote_socket}", "--", self.target],

@@ -152,8 +152,13 @@ class Store:
         jobs = self._read_index()
         if jobs is None:
             with self._locked():
-                jobs = self._read_index() or self._rebuild_index()
+                jobs = self._current_index()
         return jobs
+
+    def _current_index(self) -> dict[str, dict[str, Any]]:
+        """The index, rebuilt if stale; call with the lock held."""
+        jobs = self._read_index()
+        return self._rebuild_index() if jobs is None else jobs
 
     # -- public ------------------------------------------------------------
 
@@ -204,7 +209,7 @@ class Store:
 
     def save(self, *records: JobRecord) -> None:
         with self._locked():
-            jobs = self._read_index() or self._rebuild_index()
+            jobs = self._current_index()
             for record in records:
                 atomic_write(self.record_path(record.id), json.dumps(record.to_dict(), indent=1))
                 jobs[record.id] = record.to_dict()
@@ -212,7 +217,7 @@ class Store:
 
     def delete(self, job_id: str) -> None:
         with self._locked():
-            jobs = self._read_index() or self._rebuild_index()
+            jobs = self._current_index()
             try:
                 os.unlink(self.record_path(job_id))
             except FileNotFoundError:

@@ -32,7 +32,7 @@ def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | 
     unchanged there are copied on the worker instead of sent (copies, not
     hard links, so no job can change another job's files).
     """
-    argv = ["rsync", "-a", *PUSH_FILTER, "-e", transport.rsync_shell()]
+    argv = ["rsync", "-a", "-s", *PUSH_FILTER, "-e", transport.rsync_shell()]
     if exact:
         argv += ["--delete", "--delete-excluded"]
     elif copy_dest is not None:
@@ -42,7 +42,11 @@ def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | 
 
 
 def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
-    argv = ["rsync", "-a", "-e", transport.rsync_shell()]
+    # -s: the remote path reaches the worker's rsync as is, never its shell
+    # (older rsync needs it asked for). A local path with ':' would name a host.
+    if not local_dest.startswith("/"):
+        local_dest = "./" + local_dest
+    argv = ["rsync", "-a", "-s", "-e", transport.rsync_shell()]
     _run(transport, argv, [remote_spec(transport, remote_path), local_dest],
          f"pulling from {transport.worker.name}")
 

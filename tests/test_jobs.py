@@ -230,3 +230,44 @@ def test_resync_reuses_the_spare_copy_and_makes_it_exact(p1: PClient) -> None:
     first_dir = workdir(p1.worker_home("w1"), first_id)
     assert (first_dir / "a.txt").read_text() == "original\njob1\n"
     assert (first_dir / "out" / "x").exists()
+
+
+def _pids(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def test_a_killed_agent_behind_a_live_master_is_restarted(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    assert p1("-n", "--", "echo", "before").stdout == "before\n"
+    (pidfile,) = (home / ".p/run").glob("agent-*.pid")
+    os.kill(int(pidfile.read_text()), 9)
+    assert p1("-n", "--", "echo", "after").stdout == "after\n"
+
+
+def test_a_killed_master_leaves_nothing_that_breaks_the_next_command(p1: PClient) -> None:
+    assert p1("-n", "--", "true").returncode == 0
+    (control,) = (p1.runtime / "p").glob("cm-*")
+    for pid in _pids(f"ControlPath={control}"):
+        os.kill(pid, 9)  # its socket file stays behind
+    result = p1("-n", "--", "echo", "again")
+    assert result.stdout == "again\n", result.stderr
+    assert len(_pids(f"ControlPath={control}")) == 1  # one new master, not a stray ssh per command
+    assert p1("-n", "--", "true").returncode == 0
+    assert len(_pids(f"ControlPath={control}")) == 1
+
+
+def test_attach_off_a_terminal_is_one_line(p1: PClient) -> None:
+    job = p1("-d", "-n", "--", "sleep 30", check=True).stdout.strip()
+    assert "needs a terminal" in one_line_error(p1("attach", job))
+    p1("stop", "--grace", "0", job, check=True)
+
+
+def test_xdg_directories_are_honoured(p: PClient, tmp_path: Path) -> None:
+    config, data = tmp_path / "elsewhere-config", tmp_path / "elsewhere-data"
+    p.env.update(XDG_CONFIG_HOME=str(config), XDG_DATA_HOME=str(data))
+    p.register("w1", check=True)
+    job = p("-d", "-n", "--", "true", check=True).stdout.strip()
+    assert (config / "p" / "config.yaml").is_file()
+    assert (data / "p" / "jobs" / f"{job}.json").is_file()
+    assert not (p.home / ".config" / "p").exists() and not (p.home / ".local" / "share" / "p").exists()

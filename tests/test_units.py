@@ -84,11 +84,21 @@ def test_index_is_rebuilt_when_records_change_behind_its_back(store: Store) -> N
     store.save(record("a" * 32))
     assert [r.id for r in store.all()] == ["a" * 32]
     # A record written by another tool (or a crash before the index update).
+    # (The directory's mtime is moved on by hand: two writes within one
+    # clock tick of a coarse filesystem would share it.)
     extra = record("b" * 32)
     Path(store.dir, f"{extra.id}.json").write_text(json.dumps(extra.to_dict()))
+    _touch(store.dir)
     assert sorted(r.id for r in store.all()) == ["a" * 32, "b" * 32]
     os.unlink(os.path.join(store.dir, f"{'a' * 32}.json"))
+    _touch(store.dir)
     assert [r.id for r in store.all()] == ["b" * 32]
     # Damaged files are skipped, not fatal.
     Path(store.dir, f"{'c' * 32}.json").write_text("{not json")
+    _touch(store.dir)
     assert [r.id for r in store.all()] == ["b" * 32]
+
+
+def _touch(directory: str) -> None:
+    mtime = os.stat(directory).st_mtime_ns + 1_000_000
+    os.utime(directory, ns=(mtime, mtime))

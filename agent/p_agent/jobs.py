@@ -19,6 +19,7 @@ from typing import Any
 
 from p_protocol import (
     STOPPED_MARK,
+    WORKER_NAME_RE,
     Layout,
     ProtocolError,
     State,
@@ -103,8 +104,11 @@ class Jobs:
             return
         tmp = f"{spare}.tmp-{job_id[:8]}"
 
+        # Lowest CPU and I/O priority: the user's job comes first.
+        ionice = ["ionice", "-c", "3"] if shutil.which("ionice") else []
+
         def copy() -> None:
-            result = subprocess.run(["nice", "-n", "19", "cp", "-a", self.layout.workdir(job_id), tmp],
+            result = subprocess.run(["nice", "-n", "19", *ionice, "cp", "-a", self.layout.workdir(job_id), tmp],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             try:
@@ -121,6 +125,8 @@ class Jobs:
         workdir = self.layout.workdir(job_id)
         if os.path.exists(job_dir):
             raise ProtocolError(f"job {job_id} exists already")
+        if not WORKER_NAME_RE.match(worker):
+            raise ProtocolError(f"malformed worker name {worker!r}")
         os.makedirs(job_dir, mode=0o700)
         # `p -n` syncs nothing: the job still gets its own (empty) workdir.
         os.makedirs(workdir, mode=0o700, exist_ok=True)

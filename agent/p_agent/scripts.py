@@ -22,9 +22,11 @@ ENDED_AT = "ended_at"
 # - `trap : INT` keeps the script alive when dash re-raises the job's SIGINT,
 #   so the exit code is still written.
 # - The agent pipes the pane into output.log before this script runs. The
-#   pipe stays open to the end (closing it would drop what tmux has
-#   not yet written); once output.log stops growing the job's output is all
-#   there, and its length goes to `log_end` so readers leave out the banner.
+#   pipe stays open to the end (closing it would drop what tmux has not yet
+#   written). After the job, an end marker (an OSC string, which tmux
+#   swallows, so no screen shows it) travels the same way as the job's
+#   output: once it is in output.log, all of the job's output is before it,
+#   and that length goes to `log_end`, so readers leave out marker and banner.
 # - `ended_at` has sub-second precision where `date` has %N (file mtimes may
 #   be whole seconds); `exitcode` is written last, in one small write: once it
 #   holds a number, the job has finished.
@@ -36,16 +38,16 @@ job={job_dir}
 sh -c 'echo $$ > "$1/{pgid}"; cd "$2" || exit 1; exec "$3" -c "$4"' p-job \\
     "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/cmd")"
 code=$?
-n=0
-size=$(wc -c < "$job/output.log")
-while [ $n -lt 100 ]; do
-    sleep 0.01
-    now=$(wc -c < "$job/output.log")
-    [ "$now" = "$size" ] && break
-    size=$now; n=$((n + 1))
-done
-echo $size > "$job/{log_end}"
 date +%s.%N > "$job/{ended_at}"
+printf '{marker_printf}'
+n=0
+until tail -c 256 "$job/output.log" | grep -q {marker_text}; do
+    [ $n -lt 500 ] || break
+    sleep 0.01; n=$((n + 1))
+done
+size=$(wc -c < "$job/output.log")
+[ $n -lt 500 ] && size=$((size - {marker_len}))
+echo $size > "$job/{log_end}"
 echo "$code" > "$job/exitcode"
 printf '\\n\\033[1m--- Job done [exit %s]. Press any key to detach. ---\\033[0m' "$code"
 stty raw -echo 2>/dev/null
@@ -70,8 +72,15 @@ printf '[%s] %d:%02d:%02d' "$state" $((s / 3600)) $((s % 3600 / 60)) $((s % 60))
 """
 
 
+def end_marker(job_id: str) -> bytes:
+    return f"\033]7777;p-end-{job_id}\007".encode()
+
+
 def run_sh(job_id: str, job_dir: str, workdir: str) -> str:
     return RUN_SH.format(
+        marker_printf=f"\\033]7777;p-end-{job_id}\\007",
+        marker_text=quote(f"p-end-{job_id}"),
+        marker_len=len(end_marker(job_id)),
         job_id=job_id,
         job_dir=quote(job_dir),
         workdir=quote(workdir),

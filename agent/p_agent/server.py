@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socketserver
+import sys
 import threading
 import time
 from typing import Any, BinaryIO
@@ -27,6 +28,7 @@ from p_protocol import (
     ok,
 )
 
+from . import scripts
 from .jobs import Jobs, poll_intervals
 from .tmux import TmuxError
 
@@ -86,7 +88,7 @@ class Agent:
                              bool(request.get("follow")), out)
             return STREAMED
         if op is Op.STOP:
-            grace = float(request.get("grace") or 10.0)
+            grace = float(request.get("grace", 10.0))
             return ok(job=jobs.stop(checked_job_id(request.get("id")), grace))
         if op is Op.INTERRUPT:
             jobs.interrupt(checked_job_id(request.get("id")))
@@ -117,25 +119,48 @@ class Agent:
         with log:
             size = os.fstat(log.fileno()).st_size
             out.write(encode(ok(size=size)))
-            position = max(0, offset)
-            log.seek(position)
-            delays = poll_intervals()
-            while True:
-                # Read the "finished" flag before the data, so bytes written
-                # just before the job ended are never cut off.
-                finished = not follow or self._ended(job_id)
-                end = self.jobs.log_end(job_id)
-                want = CHUNK if end is None else min(CHUNK, end - position)
-                data = log.read(want) if want > 0 else b""
-                if data:
-                    position += len(data)
-                    out.write(data)
-                    out.flush()
-                    delays = poll_intervals()
-                    continue
-                if finished:
-                    return
+            try:
+                self._copy_log(job_id, log, offset, follow, out)
+            except (OSError, ProtocolError, TmuxError) as exc:
+                # The reply is raw bytes by now: an error line would read as
+                # job output. Closing the connection says "stream broken".
+                print(f"logs of {job_id}: {exc}", file=sys.stderr)
+
+    def _copy_log(self, job_id: str, log: BinaryIO, offset: int, follow: bool, out: BinaryIO) -> None:
+        """Copy the job's output from ``offset``: never the end marker or the
+        banner after it (see scripts.RUN_SH), even before `log_end` exists."""
+        marker = scripts.end_marker(job_id)
+        emitted = position = max(0, offset)
+        held = b""  # read but not sent: may be the start of the marker
+        log.seek(position)
+        delays = poll_intervals()
+        while True:
+            # Read the "finished" flag before the data, so bytes written
+            # just before the job ended are never cut off.
+            finished = not follow or self._ended(job_id)
+            end = self.jobs.log_end(job_id)
+            data = log.read(CHUNK)
+            position += len(data)
+            pending = held + data
+            if end is not None:
+                send, held = pending[: max(0, end - emitted)], b""
+            else:
+                cut = pending.find(marker)
+                if cut >= 0:
+                    send, held = pending[:cut], b""
+                    end = emitted + cut
+                else:
+                    send, held = _split_marker_start(pending, marker)
+            if send:
+                out.write(send)
+                out.flush()
+                emitted += len(send)
+            if end is not None and emitted >= end or (finished and not data):
+                return
+            if not data:
                 time.sleep(next(delays))
+            else:
+                delays = poll_intervals()
 
     def _ended(self, job_id: str) -> bool:
         job = self.jobs.view(job_id)
@@ -184,6 +209,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, agent: Agent) -> None:
         self.agent = agent
         super().__init__(path, Handler)
+
+
+def _split_marker_start(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """(safe, maybe): ``maybe`` is the longest tail of ``data`` that could be
+    the beginning of ``marker``."""
+    for size in range(min(len(marker) - 1, len(data)), 0, -1):
+        if marker.startswith(data[-size:]):
+            return data[:-size], data[-size:]
+    return data, b""
 
 
 def _text(request: dict[str, Any], field: str) -> str:

@@ -46,6 +46,8 @@ class Tmux:
             )
         except FileNotFoundError:
             raise TmuxError("tmux is not installed on this worker") from None
+        except subprocess.SubprocessError as exc:
+            raise TmuxError(f"tmux {args[0]} failed: {exc}") from None
         if check and result.returncode != 0:
             raise TmuxError(f"tmux {args[0]} failed: {result.stderr.strip()}")
         return result
@@ -79,5 +81,6 @@ class Tmux:
 
 
 def escape_format(text: str) -> str:
-    """Text shown literally inside a tmux format (status-left)."""
-    return text.replace("#", "##")
+    """Text shown literally in status-left, which is both a tmux format
+    (``#``) and a strftime(3) string (``%``)."""
+    return text.replace("#", "##").replace("%", "%%")

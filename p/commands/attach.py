@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from shlex import quote
 
 from p_protocol import Op, State, session_name
@@ -55,4 +56,6 @@ def attach(job: str) -> int:
             raise PError(f"worker {record.worker} has no trace of job {record.short_id}")
         raise PError(f"job {record.short_id} has finished ({output.status_text(record)}) and its "
                      f"session is closed; read its output with `p logs {record.short_id}`")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise PError(f"attach needs a terminal; off one, `p logs -f {record.short_id}` follows the job's output")
     return attach_session(link, record)

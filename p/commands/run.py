@@ -10,6 +10,7 @@ from p_protocol import Op, State
 
 from .. import link as link_module
 from .. import output, sync
+from ..agent_client import AgentRefused
 from ..errors import PError
 from ..link import Link
 from ..reconcile import apply
@@ -32,15 +33,28 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     if not no_sync:
         spare = _spare_key(cwd)
         reused = link.agent.request(Op.PREPARE, id=record.id, spare=spare)["reused"]
-        sync.push(link.transport, cwd, link.layout.workdir(record.id),
-                  None if reused else _previous_workdir(link, store, record), exact=reused)
+        try:
+            sync.push(link.transport, cwd, link.layout.workdir(record.id),
+                      None if reused else _previous_workdir(link, store, record), exact=reused)
+        except BaseException:
+            # No job will own this workdir: do not leave it behind.
+            try:
+                link.agent.request(Op.REMOVE, id=record.id, force=True)
+            except PError:
+                pass
+            raise
     store.save(record)  # before the start: a crash from here on leaves a record
     cols, rows = _terminal_size()
     try:
         view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd,
                                   worker=worker, cols=cols, rows=rows, spare=spare)["job"]
+    except AgentRefused:
+        store.delete(record.id)  # refused: nothing runs
+        raise
     except PError:
-        store.delete(record.id)
+        # No answer: the job may be running. Keep the record for `p ls`.
+        record.status = State.UNKNOWN.value
+        store.save(record)
         raise
     if detach:
         print(record.id, flush=True)
@@ -60,6 +74,11 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
             for chunk in link.agent.stream_log(record.id, writer.written, follow=True):
                 writer.write(chunk)
             break
+        except BrokenPipeError:
+            # Whoever read the output is gone (`p -- yes | head`): as with
+            # ssh, the job ends too.
+            link.agent.request(Op.STOP, id=record.id, grace=2.0, blocking=True)
+            raise
         except KeyboardInterrupt:
             # First Ctrl+C goes to the job, as in a terminal; a second one
             # leaves the job running and returns.

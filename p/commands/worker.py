@@ -10,8 +10,9 @@ from p_protocol import VERSION, WORKER_NAME_RE, State
 from .. import config as config_module
 from .. import link as link_module
 from .. import output, provision
-from ..config import Worker
+from ..config import Config, Worker
 from ..errors import PError
+from ..main import VERBS
 from ..ssh import Transport, host_of, split_connection
 from ..store import Store
 from ..table import render
@@ -24,6 +25,8 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
     name = name or host_of(connection)
     if not WORKER_NAME_RE.match(name):
         raise PError(f"{name!r} cannot name a worker (letters, digits, '.', '_', '-'); choose one with -n")
+    if name in VERBS:
+        raise PError(f"{name!r} is a p command, so `p {name} -- cmd` could not reach it; choose a name with -n")
     config = config_module.load()
     if config.has_worker(name):
         raise PError(f"a worker named {name!r} exists already; remove it first (`p worker rm {name}`) "
@@ -58,7 +61,7 @@ def ls(check: bool) -> int:
     if check:
         headers += ["ARCH", "STATUS"]
         with ThreadPoolExecutor(max_workers=min(64, len(config.workers))) as pool:
-            results = list(pool.map(lambda w: _check(Transport(config, w)), config.workers))
+            results = list(pool.map(lambda w: _check(config, w), config.workers))
         for row, (arch, status) in zip(rows, results):
             row += [arch, status]
     print(render(headers, rows))
@@ -67,8 +70,9 @@ def ls(check: bool) -> int:
     return 0
 
 
-def _check(transport: Transport) -> tuple[str, str]:
+def _check(config: Config, worker: Worker) -> tuple[str, str]:
     try:
+        transport = Transport(config, worker)
         facts = provision.probe(transport, timeout=CHECK_TIMEOUT, agents=False)
         provision.check_tools(transport, facts)
     except PError as exc:
