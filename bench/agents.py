@@ -63,7 +63,7 @@ def startup_times(arch: str, binary: Path, runs: int) -> tuple[float, float]:
     shutil.copytree(REPO / "p_protocol", bench / "src" / "p_protocol")
     subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
     try:
-        env = {"PATH": "/usr/bin:/bin", "TMPDIR": "/opt/p-build/bench/tmp", "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/opt/p-build/bench/tmp", "LANG": "C.UTF-8"}
         static = timed(["chroot", str(root), "/opt/p-build/bench/p-agent", "version"], env, runs)
         env["PYTHONPATH"] = "/opt/p-build/bench/src"
         source = timed(["chroot", str(root), "python3", "-m", "p_agent", "version"], env, runs)

@@ -2,6 +2,7 @@
 
     python3 build/agents.py version
     python3 build/agents.py sources-hash
+    python3 build/agents.py agent-sources         # the client's digest of the agent
     python3 build/agents.py is-fresh <arch>        # exit 0 if no rebuild needed
     python3 build/agents.py elf-arch <file>        # prints x86_64/aarch64/riscv64
     python3 build/agents.py record <arch> <file>   # add/refresh manifest entry
@@ -21,18 +22,23 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENTS_DIR = ROOT / "p" / "agents"
+# Sources are read from a snapshot while building (build-agents.sh sets
+# P_BUILD_SRC), so the recorded hashes describe exactly what was frozen even
+# if the work tree changes during the build.
+SRC = Path(os.environ.get("P_BUILD_SRC") or ROOT)
 MANIFEST = AGENTS_DIR / "manifest.json"
 ARCHES = ("x86_64", "aarch64", "riscv64")
 ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv64"}
-# Inputs of a frozen agent: its sources and everything under build/ that
-# shapes the binary.
+# Inputs of a frozen agent: its sources and the build/ files that shape the
+# binary (entry point, freeze flags, pinned tools, rootfs suites/packages);
+# pure orchestration (build-agents.sh, build-one.sh, this file) is left out
+# so editing it does not force a rebuild.
 SOURCE_GLOBS = ("agent/p_agent/**/*.py", "p_protocol/**/*.py")
-BUILD_INPUTS = ("agent_entry.py", "agents.py", "build-agents.sh", "build-one.sh",
-                "freeze.sh", "lib.sh", "requirements.txt", "rootfs.sh", "venv.sh")
+BUILD_INPUTS = ("agent_entry.py", "freeze.sh", "lib.sh", "requirements.txt", "rootfs.sh", "venv.sh")
 
 
 def version() -> str:
-    text = (ROOT / "p_protocol" / "__init__.py").read_text()
+    text = (SRC / "p_protocol" / "__init__.py").read_text()
     match = re.search(r'^VERSION\s*=\s*"([^"]+)"', text, re.MULTILINE)
     if not match:
         raise SystemExit("p_protocol/__init__.py defines no VERSION = \"x.y.z\"")
@@ -42,16 +48,30 @@ def version() -> str:
 def source_files() -> list[Path]:
     files: set[Path] = set()
     for pattern in SOURCE_GLOBS:
-        files.update(p for p in ROOT.glob(pattern) if "__pycache__" not in p.parts)
-    files.update(ROOT / "build" / name for name in BUILD_INPUTS if (ROOT / "build" / name).exists())
+        files.update(p for p in SRC.glob(pattern) if "__pycache__" not in p.parts)
+    files.update(SRC / "build" / name for name in BUILD_INPUTS if (SRC / "build" / name).exists())
     return sorted(files)
 
 
 def sources_hash() -> str:
     digest = hashlib.sha256()
     for path in source_files():
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(path.relative_to(SRC).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode() + b"\n")
+    return digest.hexdigest()
+
+
+def agent_sources_digest() -> str:
+    """The client's name for the agent sources (p/artifacts.py
+    `sources_digest`, which must stay the same algorithm): top-level *.py of
+    p_agent then p_protocol, sorted by name.  The client installs binaries
+    only when the manifest's `agent_sources` equals its own digest."""
+    digest = hashlib.sha256()
+    for package, root in (("p_agent", SRC / "agent" / "p_agent"), ("p_protocol", SRC / "p_protocol")):
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                data = (root / name).read_bytes()
+                digest.update(f"{package}/{name}".encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -97,6 +117,7 @@ def is_fresh(arch: str) -> bool:
     binary = AGENTS_DIR / f"p-agent-{arch}"
     return bool(
         data.get("version") == version()
+        and data.get("agent_sources") == agent_sources_digest()
         and isinstance(entry, dict)
         and entry.get("sources_sha256") == sources_hash()
         and binary.is_file()
@@ -111,8 +132,9 @@ def record(arch: str, binary: Path) -> None:
     data = load_manifest()
     current = version()
     agents: dict[str, Any] = data["agents"]
-    if data.get("version") != current:
-        agents = {}  # entries of another version must not survive
+    sources = agent_sources_digest()
+    if data.get("version") != current or data.get("agent_sources") != sources:
+        agents = {}  # entries built from another version or source must not survive
     agents[arch] = {
         "file": binary.name,
         "sha256": file_sha256(binary),
@@ -124,7 +146,7 @@ def record(arch: str, binary: Path) -> None:
         path = AGENTS_DIR / str(entry.get("file", ""))
         if not path.is_file() or path.stat().st_size != entry.get("size"):
             del agents[name]
-    save_manifest({"version": current, "agents": dict(sorted(agents.items()))})
+    save_manifest({"version": current, "agent_sources": sources, "agents": dict(sorted(agents.items()))})
 
 
 def main(argv: list[str]) -> int:
@@ -136,6 +158,8 @@ def main(argv: list[str]) -> int:
         print(version())
     elif command == "sources-hash":
         print(sources_hash())
+    elif command == "agent-sources":
+        print(agent_sources_digest())
     elif command == "is-fresh":
         return 0 if is_fresh(args[0]) else 1
     elif command == "elf-arch":

@@ -13,8 +13,20 @@ arch=${1:?usage: build-one.sh <arch>}
 deb_arch "$arch" >/dev/null
 out_dir=$root/p/agents
 out=$out_dir/p-agent-$arch
-version=$(python3 "$here/agents.py" version)
 mkdir -p "$P_BUILD_CACHE" "$out_dir"
+cleanup=()
+on_exit() {
+    local c
+    for c in "${cleanup[@]}"; do eval "$c"; done
+}
+trap on_exit EXIT
+if [[ -z ${P_BUILD_SRC:-} ]]; then
+    P_BUILD_SRC=$(snapshot_sources "$root")
+    cleanup+=("rm -rf '$P_BUILD_SRC'")
+fi
+export P_BUILD_SRC
+src_root=$P_BUILD_SRC
+version=$(python3 "$here/agents.py" version)
 
 # One build per arch at a time (two `make agents` must not share a rootfs).
 exec 9>"$P_BUILD_CACHE/.lock-$arch"
@@ -25,11 +37,11 @@ if [[ $arch == "$(host_arch)" ]]; then
     venv=$P_BUILD_CACHE/venv-$arch
     "$here/venv.sh" "$venv" "${P_BUILD_PYTHON:-/usr/bin/python3}"
     log "$arch: freezing natively"
-    "$here/freeze.sh" "$root" "$venv" "$out.new"
+    "$here/freeze.sh" "$src_root" "$venv" "$out.new"
 else
     ensure_binfmt "$arch"
     rootfs=$("$here/rootfs.sh" "$arch" build)
-    trap 'umount_under "$rootfs"' EXIT
+    cleanup+=("umount_under '$rootfs'")
     chroot_mounts "$rootfs"
     copy_host_ca "$rootfs"
     cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf" 2>/dev/null || true
@@ -37,15 +49,13 @@ else
     src=$rootfs/opt/p-build/src
     rm -rf "$src" "$rootfs/opt/p-build/out"
     mkdir -p "$src/agent" "$src/build" "$rootfs/opt/p-build/out"
-    tar -C "$root" --exclude=__pycache__ -cf - agent/p_agent p_protocol | tar -C "$src" -xf -
-    cp "$here"/*.sh "$here"/*.py "$here/requirements.txt" "$src/build/"
+    tar -C "$src_root" -cf - agent/p_agent p_protocol build | tar -C "$src" -xf -
     log "$arch: preparing venv in $rootfs (first time: pip builds staticx, maybe PyInstaller)"
     in_chroot "$rootfs" bash /opt/p-build/src/build/venv.sh /opt/p-build/venv /usr/bin/python3
     log "$arch: freezing inside $rootfs under qemu-user"
     in_chroot "$rootfs" bash /opt/p-build/src/build/freeze.sh /opt/p-build/src /opt/p-build/venv /opt/p-build/out/p-agent
     cp "$rootfs/opt/p-build/out/p-agent" "$out.new"
     umount_under "$rootfs"
-    trap - EXIT
 fi
 
 got=$(python3 "$here/agents.py" elf-arch "$out.new")

@@ -125,7 +125,6 @@ in_chroot() {
         PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
         SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
         PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
-        ${P_CHROOT_ENV:-} \
         chroot "$root" "$@"
 }
 
@@ -139,3 +138,46 @@ copy_host_ca() {
 }
 
 sha256_of_string() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+# Install missing host packages (Debian/Ubuntu, as root) so a fresh machine
+# or CI runner can run `make agents` without a separate setup step.
+# Set P_BUILD_NO_APT=1 to only check.
+ensure_host_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ ${P_BUILD_NO_APT:-0} == 1 ]] || ! command -v apt-get >/dev/null; then
+        die "missing host packages: ${missing[*]}"
+    fi
+    log "installing host packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+        apt-get update -q >/dev/null 2>&1
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+            die "apt-get install ${missing[*]} failed"
+    }
+}
+
+# Host packages per architecture being built.
+host_packages_for() {
+    if [[ $1 == "$(host_arch)" ]]; then
+        echo python3 python3-venv python3-dev gcc libc6-dev zlib1g-dev binutils scons patchelf musl-tools
+    else
+        echo debootstrap qemu-user-static binfmt-support debian-archive-keyring
+    fi
+}
+
+# Copy what a freeze reads (agent sources, p_protocol, build/) to a fresh
+# directory under the cache; prints its path.
+snapshot_sources() {
+    local repo=$1 dest
+    mkdir -p "$P_BUILD_CACHE/src"
+    dest=$(mktemp -d "$P_BUILD_CACHE/src/snap.XXXXXX")
+    tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' -cf - agent/p_agent p_protocol \
+        build/agent_entry.py build/agents.py build/freeze.sh build/lib.sh build/requirements.txt \
+        build/rootfs.sh build/venv.sh | tar -C "$dest" -xf -
+    echo "$dest"
+}

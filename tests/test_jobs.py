@@ -271,3 +271,13 @@ def test_xdg_directories_are_honoured(p: PClient, tmp_path: Path) -> None:
     assert (config / "p" / "config.yaml").is_file()
     assert (data / "p" / "jobs" / f"{job}.json").is_file()
     assert not (p.home / ".config" / "p").exists() and not (p.home / ".local" / "share" / "p").exists()
+
+
+def test_jobs_see_the_users_environment_not_the_agents(p1: PClient) -> None:
+    # A frozen agent unpacks under ~/.p/tmp with TMPDIR and LD_LIBRARY_PATH of
+    # its own: jobs must not inherit them.
+    env = p1("-n", "--", "env", check=True).stdout
+    names = {line.split("=", 1)[0] for line in env.splitlines() if "=" in line}
+    assert not {name for name in names if name.startswith(("_PYI", "STATICX", "_MEI", "P_USER"))}
+    assert ".p/tmp" not in env
+    assert "LD_LIBRARY_PATH" not in names

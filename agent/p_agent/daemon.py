@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import threading
+import time
 
 from p_protocol import Layout
 
@@ -15,6 +17,7 @@ from .server import Agent, AgentServer
 from .tmux import Tmux
 
 IDLE_CHECK_SECONDS = 60.0
+STALE_UNPACK_SECONDS = 3600.0
 LOG_LIMIT = 1 << 20
 
 
@@ -30,6 +33,31 @@ def restore_user_environment() -> None:
             os.environ["TMPDIR"] = user_tmpdir
         else:
             os.environ.pop("TMPDIR", None)
+    # The frozen binary's bootloaders point the dynamic linker at their
+    # unpack directory and leave notes for themselves: none of it is the
+    # user's, and tmux and every job would inherit it.
+    if getattr(sys, "frozen", False):
+        original = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+        if original is not None:
+            os.environ["LD_LIBRARY_PATH"] = original
+        else:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+    for name in list(os.environ):
+        if name.startswith(("_PYI_", "_PYIBoot", "STATICX_", "_MEIPASS")):
+            del os.environ[name]
+
+
+def sweep_unpack_dirs(layout: Layout) -> None:
+    """Remove what frozen agents killed by a signal left in ~/.p/tmp (a
+    clean exit removes its own); recent ones may belong to a starting agent."""
+    cutoff = time.time() - STALE_UNPACK_SECONDS
+    try:
+        entries = list(os.scandir(layout.tmp_dir))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(("staticx-", "_MEI")) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def serve(layout: Layout, detach: bool) -> int:
@@ -37,6 +65,7 @@ def serve(layout: Layout, detach: bool) -> int:
     jobs = Jobs(layout, tmux)
     jobs.ensure_layout()
     restore_user_environment()
+    sweep_unpack_dirs(layout)
     lock_fd = os.open(layout.agent_pidfile(), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,130 @@
+"""Each frozen p-agent runs under qemu-user with no sysroot and passes its
+self-test (a real job through tmux: output captured, exit status recorded).
+
+Foreign binaries run twice: through binfmt_misc (as a worker would exec
+them) and explicitly through `qemu-<arch>-static`.  The host's native tmux
+serves the self-test; binfmt lets the emulated agent exec it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import HOST_ARCH, agent_binary, manifest, selected_arches, version
+
+TIMEOUT = 600
+
+
+def launchers(arch: str) -> list[str]:
+    if arch == HOST_ARCH:
+        return ["native"]
+    return ["binfmt", "qemu-static"]
+
+
+CASES = [(arch, how) for arch in selected_arches() for how in launchers(arch)]
+
+
+def command(arch: str, how: str, *args: str) -> list[str]:
+    binary = str(agent_binary(arch))
+    if how == "qemu-static":
+        qemu = shutil.which(f"qemu-{arch}-static")
+        if qemu is None:
+            pytest.fail(f"qemu-{arch}-static not installed (apt-get install qemu-user-static)")
+        return [qemu, binary, *args]
+    if how == "binfmt" and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{arch}").exists():
+        pytest.fail(f"no binfmt_misc handler for {arch}; run build/build-agents.sh or update-binfmts")
+    return [binary, *args]
+
+
+@pytest.fixture
+def unpack() -> Iterator[Path]:
+    """The agent's TMPDIR.  Short on purpose: the self-test puts a unix
+    socket below TMPDIR (108-byte limit), and pytest's tmp_path is long."""
+    path = Path(tempfile.mkdtemp(prefix="pq-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_agent(arch: str, how: str, unpack: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYI", "STATICX", "TMUX"))}
+    env["TMPDIR"] = str(unpack)
+    return subprocess.run(command(arch, how, *args), capture_output=True, text=True, env=env,
+                          timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.mark.parametrize(("arch", "how"), CASES)
+def test_version(arch: str, how: str, unpack: Path) -> None:
+    done = run_agent(arch, how, unpack, "version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == version()
+    # Both bootloaders (staticx, PyInstaller onefile) unpack under TMPDIR and
+    # remove what they unpacked.
+    assert list(unpack.iterdir()) == []
+
+
+@pytest.mark.parametrize(("arch", "how"), CASES)
+def test_selftest(arch: str, how: str, unpack: Path) -> None:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is needed on the host for the self-test")
+    done = run_agent(arch, how, unpack, "selftest")
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "selftest ok" in done.stdout
+    assert list(unpack.iterdir()) == []
+
+
+@pytest.mark.parametrize("arch", selected_arches())
+def test_manifest_entry(arch: str) -> None:
+    data = manifest()
+    assert data["version"] == version()
+    entry = data["agents"][arch]  # type: ignore[index]
+    binary = agent_binary(arch)
+    assert entry["sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
+    assert entry["size"] == binary.stat().st_size
+    # Goal from the issue: about 10 MB at most.
+    assert binary.stat().st_size <= 12 * 1024 * 1024
+
+
+@pytest.mark.parametrize("arch", selected_arches())
+def test_static_executable(arch: str) -> None:
+    header = agent_binary(arch).read_bytes()[:64]
+    assert header[:4] == b"\x7fELF"
+    # A static executable has no PT_INTERP program header.
+    binary = agent_binary(arch).read_bytes()
+    phoff = int.from_bytes(binary[32:40], "little")
+    phentsize = int.from_bytes(binary[54:56], "little")
+    phnum = int.from_bytes(binary[56:58], "little")
+    types = [int.from_bytes(binary[phoff + i * phentsize: phoff + i * phentsize + 4], "little")
+             for i in range(phnum)]
+    assert 3 not in types, "p-agent has an ELF interpreter: not static"
+
+
+@pytest.mark.parametrize(("arch", "how"), CASES)
+def test_selftest_with_readonly_noexec_tmp(arch: str, how: str) -> None:
+    """/tmp read-only and noexec (a private mount namespace): with TMPDIR
+    under the agent's home, unpacking and the self-test still work."""
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux unshare missing")
+    cache = Path(os.environ.get("P_BUILD_CACHE", "/var/cache/p-build"))
+    home = cache / "run" / f"nx-{arch[:2]}{how[:1]}-{os.getpid()}"
+    unpack = home / ".p" / "tmp"
+    unpack.mkdir(parents=True, exist_ok=True)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYI", "STATICX", "TMUX"))}
+        env.update(TMPDIR=str(unpack), HOME=str(home))
+        script = 'mount -t tmpfs -o ro,noexec,nosuid,size=1m tmpfs /tmp && exec "$@"'
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                               *command(arch, how, "selftest")],
+                              capture_output=True, text=True, env=env, timeout=TIMEOUT,
+                              stdin=subprocess.DEVNULL, check=False)
+        assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        assert "selftest ok" in done.stdout
+        assert list(unpack.iterdir()) == []
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
