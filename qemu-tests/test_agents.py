@@ -128,3 +128,22 @@ def test_selftest_with_readonly_noexec_tmp(arch: str, how: str) -> None:
         assert list(unpack.iterdir()) == []
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_client_wheel_carries_every_built_agent(tmp_path: Path) -> None:
+    """`pip install` of a wheel built after `make agents` can provision any
+    worker offline: the binaries and their manifest travel inside it."""
+    import json
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(tmp_path), str(root)], check=True, timeout=TIMEOUT)
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        carried = json.loads(archive.read("p/agents/manifest.json"))
+        for arch in selected_arches():
+            entry = carried["agents"][arch]
+            data = archive.read(f"p/agents/{entry['file']}")
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"] == manifest()["agents"][arch]["sha256"]
