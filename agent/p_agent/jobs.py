@@ -196,8 +196,18 @@ class Jobs:
         if job is None or job["state"] != State.RUNNING.value:
             return job
         job_dir = self.layout.job_dir(job_id)
-        write_file(os.path.join(job_dir, STOPPED_MARK), "")
+        mark = os.path.join(job_dir, STOPPED_MARK)
+        write_file(mark, "")
+        if self.finished(job_id):
+            os.unlink(mark)  # it ended by itself just now: not stopped
+            return self.view(job_id)
         pgid = _pgid(job_dir)
+        for delay in poll_intervals():
+            # A job stopped the instant it starts may not have written it yet.
+            if pgid is not None or delay >= POLL_MAX:
+                break
+            time.sleep(delay)
+            pgid = _pgid(job_dir)
         if pgid is not None:
             for sig, wait_for in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
                 try:
