@@ -31,8 +31,8 @@ def launchers(arch: str) -> list[str]:
 CASES = [(arch, how) for arch in selected_arches() for how in launchers(arch)]
 
 
-def command(arch: str, how: str, *args: str) -> list[str]:
-    binary = str(agent_binary(arch))
+def command(arch: str, how: str, *args: str, binary_path: Path | None = None) -> list[str]:
+    binary = str(binary_path or agent_binary(arch))
     if how == "qemu-static":
         qemu = shutil.which(f"qemu-{arch}-static")
         if qemu is None:
@@ -115,12 +115,16 @@ def test_selftest_with_readonly_noexec_tmp(arch: str, how: str) -> None:
     home = cache / "run" / f"nx-{arch[:2]}{how[:1]}-{os.getpid()}"
     unpack = home / ".p" / "tmp"
     unpack.mkdir(parents=True, exist_ok=True)
+    # The checkout itself may live under /tmp (CI clones anywhere), which
+    # the private mount below hides: run a copy kept next to the home.
+    binary = home / "p-agent"
+    shutil.copy2(agent_binary(arch), binary)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYI", "STATICX", "TMUX"))}
         env.update(TMPDIR=str(unpack), HOME=str(home))
         script = 'mount -t tmpfs -o ro,noexec,nosuid,size=1m tmpfs /tmp && exec "$@"'
         done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                               *command(arch, how, "selftest")],
+                               *command(arch, how, "selftest", binary_path=binary)],
                               capture_output=True, text=True, env=env, timeout=TIMEOUT,
                               stdin=subprocess.DEVNULL, check=False)
         assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
