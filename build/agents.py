@@ -62,17 +62,13 @@ def sources_hash() -> str:
 
 
 def agent_sources_digest() -> str:
-    """The client's name for the agent sources (p/artifacts.py
-    `sources_digest`, which must stay the same algorithm): top-level *.py of
-    p_agent then p_protocol, sorted by name.  The client installs binaries
-    only when the manifest's `agent_sources` equals its own digest."""
-    digest = hashlib.sha256()
-    for package, root in (("p_agent", SRC / "agent" / "p_agent"), ("p_protocol", SRC / "p_protocol")):
-        for name in sorted(os.listdir(root)):
-            if name.endswith(".py"):
-                data = (root / name).read_bytes()
-                digest.update(f"{package}/{name}".encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
-    return digest.hexdigest()
+    """The client's name for the agent sources, computed by the client's own
+    function (stdlib only) over the snapshot: the client installs binaries
+    only when the manifest's `agent_sources` equals its digest."""
+    sys.path.insert(0, str(SRC))
+    from p.artifacts import digest_sources
+
+    return digest_sources([("p_agent", str(SRC / "agent" / "p_agent")), ("p_protocol", str(SRC / "p_protocol"))])
 
 
 def file_sha256(path: Path) -> str:

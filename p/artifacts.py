@@ -91,14 +91,27 @@ def _agent_sources() -> list[tuple[str, bytes]]:
     return files
 
 
+def digest_sources(roots: list[tuple[str, str]]) -> str:
+    """Names the agent's source: the top-level ``*.py`` of each (package,
+    directory). `make agents` records it in the manifest (build/agents.py
+    calls this), so binaries built from other sources are never installed."""
+    digest = hashlib.sha256()
+    for package, root in roots:
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                data = _read(os.path.join(root, name))
+                digest.update(f"{package}/{name}".encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
+    return digest.hexdigest()
+
+
 @cache
 def sources_digest() -> str:
-    """Names the agent's source; `make agents` records it in the manifest so
-    binaries built from other sources are never installed on a worker."""
-    digest = hashlib.sha256()
-    for name, data in _agent_sources():
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
-    return digest.hexdigest()
+    import p_agent
+
+    import p_protocol
+
+    return digest_sources([(package.__name__, os.path.dirname(os.path.abspath(package.__file__ or "")))
+                           for package in (p_agent, p_protocol)])
 
 
 @cache
