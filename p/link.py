@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from .provision import WorkerFacts
 
 
+# A warm hello is a local round trip plus one over the link: seconds mean dead.
+WARM_TIMEOUT = 5.0
+
+
 class Link:
     def __init__(self, transport: Transport, agent: AgentClient) -> None:
         self.transport = transport
@@ -58,7 +62,13 @@ def connect(worker_name: str | None = None, *, config: Config | None = None) -> 
     config = config or config_module.load()
     worker = config.worker(worker_name)
     transport = Transport(config, worker)
-    agent = try_warm(transport)
+    try:
+        agent = try_warm(transport, WARM_TIMEOUT)
+    except PError:
+        # The master answers nothing (a suspended laptop, a changed network):
+        # drop it and connect afresh rather than wait for its keepalives.
+        transport.close_master()
+        agent = None
     if agent is None:
         agent = connect_cold(transport)
     return Link(transport, agent)

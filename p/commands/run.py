@@ -43,6 +43,7 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
             except PError:
                 pass
             raise
+    record.started_at = time.time()  # the job's clock starts after the sync
     store.save(record)  # before the start: a crash from here on leaves a record
     cols, rows = _terminal_size()
     try:
