@@ -66,7 +66,6 @@ class Op(str, Enum):
     REMOVE = "remove"  # {id, force} -> {}: job dir, workdir, session
     RESOLVE = "resolve"  # {id, path} -> {path, is_dir}: a path inside the workdir
     WORKDIRS = "workdirs"  # {ids: [..]} -> {present: [..]}: which workdirs exist
-    SHUTDOWN = "shutdown"  # {} -> {}: the agent exits (another version replaces it)
 
 
 class Layout:

@@ -82,7 +82,6 @@ def serve(layout: Layout, detach: bool) -> int:
         server = AgentServer(socket_path, Agent(layout, jobs))
     finally:
         os.umask(old_umask)
-    server.agent.server = server
     if ready_fd is not None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)

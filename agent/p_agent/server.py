@@ -52,7 +52,6 @@ class Agent:
         self.connections = 0
         self.last_activity = time.monotonic()
         self.lock = threading.Lock()
-        self.server: socketserver.BaseServer | None = None
 
     def dispatch(self, request: dict[str, Any], out: BinaryIO) -> dict[str, Any] | Streamed:
         try:
@@ -105,9 +104,6 @@ class Agent:
         if op is Op.WORKDIRS:
             ids = [checked_job_id(job_id) for job_id in request.get("ids") or []]
             return ok(present=jobs.existing_workdirs(ids))
-        if op is Op.SHUTDOWN:
-            threading.Thread(target=self.shutdown, daemon=True).start()
-            return ok()
         raise ProtocolError(f"unhandled request {op.value}")  # pragma: no cover
 
     def _stream_log(self, job_id: str, offset: int, follow: bool, out: BinaryIO) -> None:
@@ -175,10 +171,6 @@ class Agent:
         with self.lock:
             quiet = self.connections == 0 and time.monotonic() - self.last_activity > IDLE_SECONDS
         return quiet and not self.jobs.tmux.sessions()
-
-    def shutdown(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
 
 
 class Handler(socketserver.StreamRequestHandler):
