@@ -93,6 +93,9 @@ def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
             return [], None
         try:
             transport = Transport(config, config.worker(worker_name))
+        except PError as exc:
+            return _unknown(jobs), exc.message
+        try:
             agent = link_module.try_warm(transport, LS_TIMEOUT)
         except PError:
             agent = None  # a link that does not answer at once counts as absent
