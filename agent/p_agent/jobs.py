@@ -35,6 +35,8 @@ COMMAND_IN_STATUS = 40
 # milliseconds, slower for long jobs.
 POLL_FIRST = 0.01
 POLL_MAX = 0.25
+# Of those polls, one in this many also asks tmux whether the session is gone.
+ASK_TMUX_EVERY = 8
 
 
 def poll_intervals() -> Iterator[float]:
@@ -180,12 +182,21 @@ class Jobs:
     def finished(self, job_id: str) -> bool:
         return _exit_status(self.layout.job_dir(job_id))[0] is not None
 
+    def has_ended(self, job_id: str, *, ask_tmux: bool) -> bool:
+        """Finished, by its files; with ``ask_tmux``, also lost (no session
+        left), which costs a tmux process: pollers ask only now and then."""
+        if self.finished(job_id):
+            return True
+        if not ask_tmux:
+            return False
+        job = self.view(job_id)
+        return job is None or job["state"] != State.RUNNING.value
+
     def wait(self, job_id: str) -> dict[str, Any] | None:
         """Block until the job has an exit code or is lost."""
-        for delay in poll_intervals():
-            job = self.view(job_id)
-            if job is None or job["state"] != State.RUNNING.value:
-                return job
+        for count, delay in enumerate(poll_intervals()):
+            if self.has_ended(job_id, ask_tmux=count % ASK_TMUX_EVERY == 0):
+                return self.view(job_id)
             time.sleep(delay)
         raise AssertionError("unreachable")
 

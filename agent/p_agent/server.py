@@ -20,7 +20,6 @@ from p_protocol import (
     Layout,
     Op,
     ProtocolError,
-    State,
     checked_job_id,
     decode,
     encode,
@@ -29,7 +28,7 @@ from p_protocol import (
 )
 
 from . import scripts
-from .jobs import Jobs, poll_intervals
+from .jobs import ASK_TMUX_EVERY, Jobs, poll_intervals
 from .tmux import TmuxError
 
 CHUNK = 64 * 1024
@@ -126,17 +125,18 @@ class Agent:
         """Copy the job's output from ``offset``: never the end marker or the
         banner after it (see scripts.RUN_SH), even before `log_end` exists."""
         marker = scripts.end_marker(job_id)
-        emitted = position = max(0, offset)
+        emitted = max(0, offset)
         held = b""  # read but not sent: may be the start of the marker
-        log.seek(position)
+        log.seek(emitted)
         delays = poll_intervals()
+        polls = 0
         while True:
             # Read the "finished" flag before the data, so bytes written
             # just before the job ended are never cut off.
-            finished = not follow or self._ended(job_id)
+            finished = not follow or self.jobs.has_ended(job_id, ask_tmux=polls % ASK_TMUX_EVERY == 0)
+            polls += 1
             end = self.jobs.log_end(job_id)
             data = log.read(CHUNK)
-            position += len(data)
             pending = held + data
             if end is not None:
                 send, held = pending[: max(0, end - emitted)], b""
@@ -157,10 +157,6 @@ class Agent:
                 time.sleep(next(delays))
             else:
                 delays = poll_intervals()
-
-    def _ended(self, job_id: str) -> bool:
-        job = self.jobs.view(job_id)
-        return job is None or job["state"] != State.RUNNING.value
 
     def touch(self, delta: int) -> None:
         with self.lock:
