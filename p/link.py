@@ -46,13 +46,11 @@ def local_socket(transport: Transport) -> str:
     return os.path.join(transport.runtime, f"agent-{transport.key}.sock")
 
 
-def try_warm(transport: Transport, timeout: float | None = None) -> AgentClient | None:
+def try_warm(transport: Transport, timeout: float) -> AgentClient | None:
     path = local_socket(transport)
     if not os.path.exists(path):
         return None
     try:
-        if timeout is None:
-            return AgentClient(path, transport.worker.name)
         return AgentClient(path, transport.worker.name, timeout)
     except AgentGone:
         return None

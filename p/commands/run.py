@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import sys
 import time
 
@@ -102,9 +104,6 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
 
 def _spare_key(cwd: str) -> str:
     """Names this machine's directory on the worker (see Op.PREPARE)."""
-    import hashlib
-    import socket
-
     return hashlib.sha256(f"{socket.gethostname()}\0{cwd}".encode()).hexdigest()[:16]
 
 
