@@ -28,8 +28,10 @@ test: install
 	$(BIN)/ruff check .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 
+# The agents' figures need `make agents` first (and root, for their rootfs).
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/agents.py
 
 agents:
 	bash build/build-agents.sh

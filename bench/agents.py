@@ -4,11 +4,15 @@
 
 Per arch it reports:
 * the binary's size;
-* start-up time of `p-agent version`: the static binary vs `python3 -m
-  p_agent version` from source, both inside the arch's build rootfs (so both
-  run under qemu-user for foreign arches; x86_64 runs on the host);
+* start-up time of `p-agent version`: the static binary (a worker's first
+  start), the agent it unpacks (every later start) and `python3 -m p_agent
+  version` from source, all inside the arch's build rootfs (so under
+  qemu-user for foreign arches; x86_64 runs on the host); goal: unpacked
+  / python3 <= 2;
 * agent bytes uploaded by a second `p` run against the same worker (goal 0),
   using the Python-less test worker of qemu-tests/worker.py (foreign arches).
+Then, on a loopback worker of this host's arch: `p -n -- true` right after
+the agent was stopped / with the agent running.
 
 Not a test: numbers depend on the machine.
 """
@@ -43,34 +47,84 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, runs: int = 3) -> f
     return statistics.median(samples)
 
 
-def startup_times(arch: str, binary: Path, runs: int) -> tuple[float, float]:
-    """(static binary, python3 from source) median seconds for `version`."""
+def startup_times(arch: str, binary: Path, sha256: str, runs: int) -> tuple[float, float, float]:
+    """Median seconds of `version` for (the static binary, the agent it
+    unpacks on a worker's first start, python3 -m p_agent from source), in
+    the arch's build rootfs (so all three run under qemu-user for foreign
+    arches; x86_64 runs on the host)."""
     if arch == HOST:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = dict(os.environ, TMPDIR=tmp)
-            static = timed([str(binary), "version"], env, runs)
-            env["PYTHONPATH"] = f"{REPO / 'agent'}{os.pathsep}{REPO}"
-            source = timed([sys.executable, "-m", "p_agent", "version"], env, runs)
-        return static, source
-    root = CACHE / "rootfs" / arch
-    if not (root / "usr" / "bin" / "python3").exists():
-        raise SystemExit(f"{root} missing: run `make agents` first")
-    bench = root / "opt" / "p-build" / "bench"
+        root, inside = Path("/"), Path(tempfile.mkdtemp(prefix="pb-agent-"))
+        prefix: list[str] = []
+        python = sys.executable
+    else:
+        root = CACHE / "rootfs" / arch
+        if not (root / "usr" / "bin" / "python3").exists():
+            raise SystemExit(f"{root} missing: run `make agents` first")
+        inside = Path("/opt/p-build/bench")
+        prefix, python = ["chroot", str(root)], "python3"
+    bench = root / inside.relative_to("/")
     shutil.rmtree(bench, ignore_errors=True)
-    (bench / "tmp").mkdir(parents=True)
+    (bench / "home" / ".p" / "tmp").mkdir(parents=True)
     shutil.copy2(binary, bench / "p-agent")
     shutil.copytree(REPO / "agent" / "p_agent", bench / "src" / "p_agent")
     shutil.copytree(REPO / "p_protocol", bench / "src" / "p_protocol")
-    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    if prefix:
+        subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    version = json.loads((AGENTS / "manifest.json").read_text())["version"]
+    pidfile = bench / "home" / ".p" / "run" / f"agent-{version}.pid"
     try:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": "/opt/p-build/bench/tmp", "LANG": "C.UTF-8"}
-        static = timed(["chroot", str(root), "/opt/p-build/bench/p-agent", "version"], env, runs)
-        env["PYTHONPATH"] = "/opt/p-build/bench/src"
-        source = timed(["chroot", str(root), "python3", "-m", "p_agent", "version"], env, runs)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(inside / "home"), "LANG": "C.UTF-8",
+               "TMPDIR": str(inside / "home" / ".p" / "tmp")}
+        static = timed([*prefix, str(inside / "p-agent"), "version"], env, runs)
+        lib = inside / "home" / ".p" / "lib" / sha256[:16]
+        subprocess.run([*prefix, str(inside / "p-agent"), "serve", "--detach", "--unpack-to", str(lib),
+                        "--sha256", sha256], env=env, check=True, capture_output=True, timeout=600)
+        os.kill(int(pidfile.read_text()), 15)
+        unpacked = timed([*prefix, str(lib / "p-agent"), "version"], env, runs)
+        env["PYTHONPATH"] = str(inside / "src")
+        source = timed([*prefix, python, "-m", "p_agent", "version"], env, runs)
     finally:
-        subprocess.run(["umount", str(root / "proc")], check=False)
+        if prefix:
+            subprocess.run(["umount", str(root / "proc")], check=False)
         shutil.rmtree(bench, ignore_errors=True)
-    return static, source
+    return static, unpacked, source
+
+
+def agent_restart(runs: int) -> tuple[float, float]:
+    """Median seconds of `p -n -- true` right after the worker's agent was
+    stopped (the agent starts again, unpacked) and with it running, against
+    the tests' loopback sshd worker (this host's arch)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from sshd_worker import SshdWorkers
+
+    root = Path(tempfile.mkdtemp(prefix="pb-sshd-", dir="/var/tmp"))
+    root.chmod(0o755)
+    home = Path(tempfile.mkdtemp(prefix="pb-home-"))
+    sshd = SshdWorkers(str(root)).start(["w1"])
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SSH_"))}
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "c"), XDG_DATA_HOME=str(home / "d"),
+                   XDG_CACHE_HOME=str(home / "k"), XDG_RUNTIME_DIR=str(home / "r"), PYTHONPATH=str(REPO))
+        (home / "r").mkdir(mode=0o700)
+        p = [sys.executable, "-m", "p"]
+        subprocess.run([*p, "worker", "register", "w1", "--ssh-config", sshd.ssh_config], env=env, check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+        run = [*p, "-n", "--", "true"]
+        timed(run, env, 1)
+        pidfiles = Path(sshd.workers["w1"].home, ".p", "run")
+        cold, warm = [], []
+        for _ in range(runs):
+            for pidfile in pidfiles.glob("agent-*.pid"):
+                os.kill(int(pidfile.read_text()), 15)
+            time.sleep(0.5)
+            cold.append(timed(run, env, 1))
+            warm.append(timed(run, env, 1))
+        return statistics.median(cold), statistics.median(warm)
+    finally:
+        subprocess.run(["pkill", "-u", sshd.workers["w1"].user], capture_output=True)
+        sshd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def second_run_upload(arch: str) -> int:
@@ -111,13 +165,23 @@ def main() -> int:
     parser.add_argument("--no-worker", action="store_true", help="skip the second-run upload measure")
     args = parser.parse_args()
     manifest = json.loads((AGENTS / "manifest.json").read_text())
-    print(f"{'arch':8} {'size':>10} {'static start':>13} {'python3 start':>14} {'2nd-run upload':>15}")
+    print(f"{'arch':8} {'size':>8} {'first start':>12} {'unpacked':>9} {'python3':>8} "
+          f"{'unpacked/python3 (goal <= 2)':>29} {'2nd-run upload':>15}")
     for arch in args.arches:
-        entry = manifest["agents"][arch]
+        entry = manifest["agents"].get(arch)
+        if entry is None:
+            print(f"{arch:8} not built: `make agents`", flush=True)
+            continue
         binary = AGENTS / entry["file"]
-        static, source = startup_times(arch, binary, args.runs)
+        static, unpacked, source = startup_times(arch, binary, entry["sha256"], args.runs)
         upload = "n/a" if args.no_worker or arch == HOST else f"{second_run_upload(arch)} B"
-        print(f"{arch:8} {entry['size'] / 1e6:8.1f}MB {static:12.2f}s {source:13.2f}s {upload:>15}", flush=True)
+        ratio = unpacked / source
+        print(f"{arch:8} {entry['size'] / 1e6:6.1f}MB {static:11.3f}s {unpacked:8.3f}s {source:7.3f}s "
+              f"{ratio:22.2f} {'met' if ratio <= 2 else 'NOT met':>6} {upload:>15}", flush=True)
+    if not args.no_worker:
+        cold, warm = agent_restart(args.runs)
+        print(f"p -n -- true after the agent stopped / with it running: {cold / warm:.2f} "
+              f"({cold * 1000:.0f} ms vs {warm * 1000:.0f} ms; the restart adds a probe and a start over ssh)")
     return 0
 
 

@@ -5,9 +5,12 @@
     python3 build/agents.py agent-sources         # the client's digest of the agent
     python3 build/agents.py is-fresh <arch>        # exit 0 if no rebuild needed
     python3 build/agents.py elf-arch <file>        # prints x86_64/aarch64/riscv64
-    python3 build/agents.py record <arch> <file>   # add/refresh manifest entry
+    python3 build/agents.py record <arch> <file> [build.json|manifest.json]  # add/refresh an entry
+    python3 build/agents.py table <arch>=<rebuilt|cached>:<seconds> ...  # the summary
 
-Stdlib only; runs with the host's python3 and never imports the client `p`.
+Stdlib only, and held to it: build-agents.sh runs it as `python3 -I -S`
+(no site-packages, no PYTHONPATH), so it can import nothing but the standard
+library and the snapshot's own `p_protocol`. It never imports the client `p`.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-AGENTS_DIR = ROOT / "p" / "agents"
-# Sources are read from a snapshot while building (build-agents.sh sets
-# P_BUILD_SRC), so the recorded hashes describe exactly what was frozen even
-# if the work tree changes during the build.
-SRC = Path(os.environ.get("P_BUILD_SRC") or ROOT)
+# The sources are the tree this file lives in: while building, a snapshot
+# (build/lib.sh snapshot_sources), so the recorded hashes describe exactly
+# what was frozen even if the work tree changes during the build.  The
+# binaries and their manifest go to the checkout's p/agents, which the
+# build names in P_AGENTS_DIR.
+SRC = Path(__file__).resolve().parent.parent
+AGENTS_DIR = Path(os.environ.get("P_AGENTS_DIR") or SRC / "p" / "agents")
 MANIFEST = AGENTS_DIR / "manifest.json"
 ARCHES = ("x86_64", "aarch64", "riscv64")
 ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv64"}
@@ -34,7 +38,9 @@ ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv64"}
 # pure orchestration (build-agents.sh, build-one.sh, this file) is left out
 # so editing it does not force a rebuild.
 SOURCE_GLOBS = ("agent/p_agent/**/*.py", "p_protocol/**/*.py")
-BUILD_INPUTS = ("agent_entry.py", "freeze.sh", "lib.sh", "requirements.txt", "rootfs.sh", "venv.sh")
+# What build/freeze.sh says of a binary, kept in its manifest entry.
+PROVENANCE = ("suite", "python", "pyinstaller", "staticx")
+BUILD_INPUTS = ("agent.spec", "agent_entry.py", "freeze.sh", "lib.sh", "requirements.txt", "rootfs.sh", "venv.sh")
 
 
 def version() -> str:
@@ -62,13 +68,13 @@ def sources_hash() -> str:
 
 
 def agent_sources_digest() -> str:
-    """The client's name for the agent sources, computed by the client's own
-    function (stdlib only) over the snapshot: the client installs binaries
-    only when the manifest's `agent_sources` equals its digest."""
+    """The client's name for the agent sources, computed by the same function
+    the client uses (p_protocol.sources, carried by the snapshot): the client
+    installs binaries only when the manifest's `agent_sources` equals it."""
     sys.path.insert(0, str(SRC))
-    from p.artifacts import digest_sources
+    from p_protocol.sources import agent_roots, digest_sources
 
-    return digest_sources([("p_agent", str(SRC / "agent" / "p_agent")), ("p_protocol", str(SRC / "p_protocol"))])
+    return digest_sources(agent_roots(str(SRC / "agent" / "p_agent"), str(SRC / "p_protocol")))
 
 
 def file_sha256(path: Path) -> str:
@@ -122,7 +128,10 @@ def is_fresh(arch: str) -> bool:
     )
 
 
-def record(arch: str, binary: Path) -> None:
+def record(arch: str, binary: Path, build_info: Path | None = None) -> None:
+    """Enter a fresh binary in the manifest, with its provenance (the
+    suite, Python, PyInstaller and staticx it was frozen with, as
+    build/freeze.sh wrote them) beside its sha256."""
     if elf_arch(binary) != arch:
         raise SystemExit(f"{binary} is built for {elf_arch(binary)}, not {arch}")
     data = load_manifest()
@@ -131,7 +140,15 @@ def record(arch: str, binary: Path) -> None:
     sources = agent_sources_digest()
     if data.get("version") != current or data.get("agent_sources") != sources:
         agents = {}  # entries built from another version or source must not survive
+    provenance = json.loads(build_info.read_text()) if build_info else {}
+    if isinstance(provenance, dict) and isinstance(provenance.get("agents"), dict):
+        # Another manifest (CI assembles the per-arch ones): its entry's provenance.
+        entry = provenance["agents"].get(arch) or {}
+        provenance = {key: value for key, value in entry.items() if key in PROVENANCE}
+    if not isinstance(provenance, dict) or provenance.get("arch", arch) != arch:
+        raise SystemExit(f"{build_info}: not the provenance of a {arch} build")
     agents[arch] = {
+        **{key: str(value) for key, value in provenance.items() if key in PROVENANCE},
         "file": binary.name,
         "sha256": file_sha256(binary),
         "size": binary.stat().st_size,
@@ -143,6 +160,22 @@ def record(arch: str, binary: Path) -> None:
         if not path.is_file() or path.stat().st_size != entry.get("size"):
             del agents[name]
     save_manifest({"version": current, "agent_sources": sources, "agents": dict(sorted(agents.items()))})
+
+
+def table(results: list[str]) -> str:
+    """One row per arch: size, sha256 prefix, seconds, rebuilt or cached."""
+    agents = load_manifest()["agents"]
+    rows = [("arch", "size", "sha256", "seconds", "build", "suite", "python")]
+    for result in results:
+        arch, _, rest = result.partition("=")
+        how, _, seconds = rest.partition(":")
+        entry = agents.get(arch) or {}
+        size = entry.get("size")
+        rows.append((arch, f"{size / 1e6:.1f} MB" if isinstance(size, int) else "-",
+                     str(entry.get("sha256", "-"))[:12], seconds or "-", how,
+                     str(entry.get("suite", "-")), str(entry.get("python", "-"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def main(argv: list[str]) -> int:
@@ -161,7 +194,9 @@ def main(argv: list[str]) -> int:
     elif command == "elf-arch":
         print(elf_arch(Path(args[0])))
     elif command == "record":
-        record(args[0], Path(args[1]))
+        record(args[0], Path(args[1]), Path(args[2]) if len(args) > 2 else None)
+    elif command == "table":
+        print(table(args))
     else:
         print(f"unknown command {command!r}", file=sys.stderr)
         return 2

@@ -33,17 +33,23 @@ fi
 # into it, and the manifest records the hashes of what was frozen.
 P_BUILD_SRC=$(snapshot_sources "$(cd "$here/.." && pwd)")
 export P_BUILD_SRC
+export P_AGENTS_DIR=${P_AGENTS_DIR:-$(cd "$here/.." && pwd)/p/agents}
 trap 'rm -rf "$P_BUILD_SRC"' EXIT
-version=$(python3 "$here/agents.py" version)
+version=$(agents_py version)
 stale=()
+results=()  # arch=cached|rebuilt|FAILED:seconds, for the closing table
 for a in "${arches[@]}"; do
-    if [[ ${P_BUILD_FORCE:-0} != 1 ]] && python3 "$here/agents.py" is-fresh "$a"; then
+    if [[ ${P_BUILD_FORCE:-0} != 1 ]] && agents_py is-fresh "$a"; then
         log "$a: p-agent $version is up to date"
+        results+=("$a=cached:0")
     else
         stale+=("$a")
     fi
 done
-[[ ${#stale[@]} -gt 0 ]] || exit 0
+if [[ ${#stale[@]} -eq 0 ]]; then
+    agents_py table "${results[@]}" >&2
+    exit 0
+fi
 
 pkgs=()
 for a in "${stale[@]}"; do
@@ -73,14 +79,38 @@ for a in "${ordered[@]}"; do
         "$here/build-one.sh" "$a" || failed+=("$a")
     fi
 done
+# Progress of the background builds: each one's newest log line, when it
+# changes (a rootfs from nothing takes minutes under qemu).
+declare -A shown=()
+building() {
+    local pid
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done
+    return 1
+}
+while [[ ${#pids[@]} -gt 0 ]] && building; do
+    for name in "${names[@]}"; do
+        line=$(tail -n 1 "$P_BUILD_CACHE/logs/$name.log" 2>/dev/null | cut -c1-160)
+        if [[ -n $line && $line != "${shown[$name]:-}" ]]; then
+            shown[$name]=$line
+            printf '  [%s] %s\n' "$name" "$line" >&2
+        fi
+    done
+    sleep 5
+done
 for i in "${!pids[@]}"; do
-    if wait "${pids[$i]}"; then
-        tail -n 1 "$P_BUILD_CACHE/logs/${names[$i]}.log" >&2
-    else
+    if ! wait "${pids[$i]}"; then
         log "${names[$i]}: FAILED; last lines of $P_BUILD_CACHE/logs/${names[$i]}.log:"
         tail -n 40 "$P_BUILD_CACHE/logs/${names[$i]}.log" >&2
         failed+=("${names[$i]}")
     fi
 done
+for a in "${stale[@]}"; do
+    if [[ " ${failed[*]} " == *" $a "* ]]; then
+        results+=("$a=FAILED:-")
+    else
+        results+=("$a=rebuilt:$(cat "$P_BUILD_CACHE/logs/$a.seconds" 2>/dev/null || echo -)")
+    fi
+done
+agents_py table "${results[@]}" >&2
 [[ ${#failed[@]} -eq 0 ]] || die "failed to build: ${failed[*]}"
 log "built ${stale[*]} in $((SECONDS - t0))s; manifest: p/agents/manifest.json"

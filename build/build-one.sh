@@ -11,7 +11,7 @@ root=$(cd "$here/.." && pwd)
 
 arch=${1:?usage: build-one.sh <arch>}
 deb_arch "$arch" >/dev/null
-out_dir=$root/p/agents
+out_dir=${P_AGENTS_DIR:-$root/p/agents}
 out=$out_dir/p-agent-$arch
 mkdir -p "$P_BUILD_CACHE" "$out_dir"
 cleanup=()
@@ -25,8 +25,9 @@ if [[ -z ${P_BUILD_SRC:-} ]]; then
     cleanup+=("rm -rf '$P_BUILD_SRC'")
 fi
 export P_BUILD_SRC
+export P_AGENTS_DIR=${P_AGENTS_DIR:-$(cd "$here/.." && pwd)/p/agents}
 src_root=$P_BUILD_SRC
-version=$(python3 "$here/agents.py" version)
+version=$(agents_py version)
 
 # One build per arch at a time (two `make agents` must not share a rootfs).
 exec 9>"$P_BUILD_CACHE/.lock-$arch"
@@ -37,7 +38,9 @@ if [[ $arch == "$(host_arch)" ]]; then
     venv=$P_BUILD_CACHE/venv-$arch
     "$here/venv.sh" "$venv" "${P_BUILD_PYTHON:-/usr/bin/python3}"
     log "$arch: freezing natively"
-    "$here/freeze.sh" "$src_root" "$venv" "$out.new"
+    # shellcheck disable=SC1091
+    host_suite=$(. /etc/os-release && echo "${ID:-linux} ${VERSION_CODENAME:-${VERSION_ID:-?}} (build host)")
+    "$here/freeze.sh" "$src_root" "$venv" "$out.new" "$host_suite"
 else
     ensure_binfmt "$arch"
     rootfs=$("$here/rootfs.sh" "$arch" build)
@@ -53,12 +56,14 @@ else
     log "$arch: preparing venv in $rootfs (first time: pip builds staticx, maybe PyInstaller)"
     in_chroot "$rootfs" bash /opt/p-build/src/build/venv.sh /opt/p-build/venv /usr/bin/python3
     log "$arch: freezing inside $rootfs under qemu-user"
-    in_chroot "$rootfs" bash /opt/p-build/src/build/freeze.sh /opt/p-build/src /opt/p-build/venv /opt/p-build/out/p-agent
+    in_chroot "$rootfs" bash /opt/p-build/src/build/freeze.sh /opt/p-build/src /opt/p-build/venv \
+        /opt/p-build/out/p-agent "debian $(deb_suite "$arch")"
     cp "$rootfs/opt/p-build/out/p-agent" "$out.new"
+    cp "$rootfs/opt/p-build/out/p-agent.build.json" "$out.new.build.json"
     umount_under "$rootfs"
 fi
 
-got=$(python3 "$here/agents.py" elf-arch "$out.new")
+got=$(agents_py elf-arch "$out.new")
 [[ $got == "$arch" ]] || die "$out.new is a $got binary, expected $arch"
 # Smoke test: the static binary runs (through qemu-user if foreign) with no
 # sysroot and a private TMPDIR, and reports the expected version.
@@ -73,5 +78,7 @@ rm -rf "$smoke_tmp"
 [[ $said == "$version" ]] || die "$arch: binary says version '$said', expected '$version'"
 [[ -z $leftover ]] || die "$arch: binary left temp files behind: $leftover"
 mv -f "$out.new" "$out"
-python3 "$here/agents.py" record "$arch" "$out"
+agents_py record "$arch" "$out" "$out.new.build.json"
+rm -f "$out.new.build.json"
+echo $((SECONDS - t0)) >"$P_BUILD_CACHE/logs/$arch.seconds"
 log "$arch: built $out ($(stat -c %s "$out") bytes) in $((SECONDS - t0))s"

@@ -22,14 +22,15 @@ deb_arch() {
     esac
 }
 
-# Debian suite used for an arch's rootfs.  riscv64 is an official release
-# architecture only since trixie; bookworm has no riscv64.  The mirror's
-# trixie riscv64 Packages index did not match its Release file (checked
-# 2026-11-23), so sid is the default; override with P_BUILD_SUITE_RISCV64.
+# Debian suite used for an arch's rootfs: a stable release, never sid, so a
+# build does not depend on the day it runs.  riscv64 is a release
+# architecture only since trixie (bookworm has none); its index was checked
+# against the Release file on 2026-11-30.  The manifest records each arch's
+# suite and tool versions (build/agents.py record).
 deb_suite() {
     case "$1" in
         aarch64) echo "${P_BUILD_SUITE_AARCH64:-bookworm}" ;;
-        riscv64) echo "${P_BUILD_SUITE_RISCV64:-sid}" ;;
+        riscv64) echo "${P_BUILD_SUITE_RISCV64:-trixie}" ;;
         x86_64) echo "${P_BUILD_SUITE_X86_64:-bookworm}" ;;
         *) die "unsupported arch: $1" ;;
     esac
@@ -137,6 +138,10 @@ copy_host_ca() {
     cp "$src" "$root/etc/ssl/certs/ca-certificates.crt"
 }
 
+# build/agents.py from the snapshot, with the standard library alone: a file
+# the snapshot lacks fails here on every machine, not only on a clean one.
+agents_py() { python3 -I -S "${P_BUILD_SRC:?snapshot_sources first}/build/agents.py" "$@"; }
+
 sha256_of_string() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 
 # Install missing host packages (Debian/Ubuntu, as root) so a fresh machine
@@ -177,7 +182,7 @@ snapshot_sources() {
     mkdir -p "$P_BUILD_CACHE/src"
     dest=$(mktemp -d "$P_BUILD_CACHE/src/snap.XXXXXX")
     tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' -cf - agent/p_agent p_protocol \
-        build/agent_entry.py build/agents.py build/freeze.sh build/lib.sh build/requirements.txt \
+        build/agent.spec build/agent_entry.py build/agents.py build/freeze.sh build/lib.sh build/requirements.txt \
         build/rootfs.sh build/venv.sh | tar -C "$dest" -xf -
     echo "$dest"
 }

@@ -10,8 +10,10 @@ import os
 import zipfile
 from dataclasses import dataclass
 from functools import cache
+from types import ModuleType
 
 from p_protocol import VERSION
+from p_protocol.sources import agent_roots, digest_sources
 
 from .errors import PError
 
@@ -76,42 +78,13 @@ def _binaries() -> dict[str, Artifact]:
     return found
 
 
-def _agent_sources() -> list[tuple[str, bytes]]:
-    """(name inside the package tree, content) of every agent source file."""
-    import p_agent
-
-    import p_protocol
-
-    files = []
-    for package in (p_agent, p_protocol):
-        root = os.path.dirname(os.path.abspath(package.__file__ or ""))
-        for name in sorted(os.listdir(root)):
-            if name.endswith(".py"):
-                files.append((f"{package.__name__}/{name}", _read(os.path.join(root, name))))
-    return files
-
-
-def digest_sources(roots: list[tuple[str, str]]) -> str:
-    """Names the agent's source: the top-level ``*.py`` of each (package,
-    directory). `make agents` records it in the manifest (build/agents.py
-    calls this), so binaries built from other sources are never installed."""
-    digest = hashlib.sha256()
-    for package, root in roots:
-        for name in sorted(os.listdir(root)):
-            if name.endswith(".py"):
-                data = _read(os.path.join(root, name))
-                digest.update(f"{package}/{name}".encode() + b"\0" + hashlib.sha256(data).hexdigest().encode() + b"\n")
-    return digest.hexdigest()
-
-
 @cache
 def sources_digest() -> str:
     import p_agent
 
     import p_protocol
 
-    return digest_sources([(package.__name__, os.path.dirname(os.path.abspath(package.__file__ or "")))
-                           for package in (p_agent, p_protocol)])
+    return digest_sources(agent_roots(_package_dir(p_agent), _package_dir(p_protocol)))
 
 
 @cache
@@ -125,12 +98,16 @@ def zipapp_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for package in (p_agent, p_protocol):
-            root = os.path.dirname(os.path.abspath(package.__file__ or ""))
+            root = _package_dir(package)
             for name in sorted(os.listdir(root)):
                 if name.endswith(".py"):
                     _add(archive, f"{package.__name__}/{name}", _read(os.path.join(root, name)))
         _add(archive, "__main__.py", ZIPAPP_MAIN)
     return buffer.getvalue()
+
+
+def _package_dir(package: ModuleType) -> str:
+    return os.path.dirname(os.path.abspath(package.__file__ or ""))
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:

@@ -48,10 +48,14 @@ fi
 
 # Installs an uploaded agent (verify, then rename: never a half-written
 # binary under the real name), stops agents of other builds, starts ours.
+# A static agent starts from its unpacked copy in ~/.p/lib/ when one is
+# complete (see agent/p_agent/unpack.py); the first start from the binary
+# makes that copy, and a copy that fails to start is made again.
 START_SH = """\
 cd "$HOME/.p/bin" || exit 1
 upload={upload}
 name={name}
+lib={lib}
 if [ -n "$upload" ]; then
     sum=$( (sha256sum "$upload" || shasum -a 256 "$upload") 2>/dev/null | cut -d' ' -f1)
     if [ -n "$sum" ] && [ "$sum" != {sha} ]; then
@@ -70,7 +74,18 @@ for pidfile in "$HOME"/.p/run/agent-*.pid; do
     n=0
     while kill -0 "$pid" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 done
-P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="$HOME/.p/tmp" {launcher} "$HOME/.p/bin/$name" serve --detach
+for dir in "$HOME"/.p/lib/*; do
+    [ -e "$dir" ] && [ "$dir" != "$lib" ] && rm -rf "$dir"
+done
+export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="$HOME/.p/tmp"
+if [ -n "$lib" ]; then
+    if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ] && "$lib/p-agent" serve --detach; then
+        exit 0
+    fi
+    rm -rf "$lib"
+    exec "$HOME/.p/bin/$name" serve --detach --unpack-to "$lib" --sha256 {sha}
+fi
+exec {launcher} "$HOME/.p/bin/$name" serve --detach
 """
 
 
@@ -131,7 +146,9 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
         return artifact
     upload = "" if up_to_date else _upload(transport, artifact)
     launcher = "python3" if artifact.kind == "zipapp" else ""
-    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name),
+    # Named by the binary's sha256 (hex, so safe unquoted inside the quotes).
+    lib = f'"$HOME/.p/lib/{artifact.sha256[:16]}"' if artifact.kind == "binary" else '""'
+    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib,
                              sha=quote(artifact.sha256), version=VERSION,
                              restart=quote("1" if restart else ""), launcher=launcher)
     transport.run_script(script, timeout=120.0)

@@ -92,6 +92,11 @@ class Layout:
         return os.path.join(self.root, "run")
 
     @property
+    def lib_dir(self) -> str:
+        """Frozen agents unpacked once, one directory per binary's sha256."""
+        return os.path.join(self.root, "lib")
+
+    @property
     def tmp_dir(self) -> str:
         """Where frozen agents unpack, so a noexec /tmp does not matter."""
         return os.path.join(self.root, "tmp")

@@ -74,7 +74,7 @@ def _root_and_binfmt() -> None:
 
 def require_fresh(arch: str) -> None:
     """The client installs only binaries built from its own agent sources."""
-    done = subprocess.run([sys.executable, str(REPO / "build" / "agents.py"), "is-fresh", arch],
+    done = subprocess.run([sys.executable, "-I", "-S", str(REPO / "build" / "agents.py"), "is-fresh", arch],
                           capture_output=True, check=False)
     if done.returncode != 0:
         pytest.fail(f"p/agents/p-agent-{arch} is stale (agent sources changed since it was built): "

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from p_protocol import VERSION, Layout
+from p_protocol import PROTOCOL, VERSION, Layout
 
 
 def default_home() -> str:
@@ -19,11 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve requests on ~/.p/run/agent-<version>.sock")
     serve.add_argument("--detach", action="store_true", help="run in the background")
     serve.add_argument("--home", default=None, help="state directory (default ~/.p)")
-    commands.add_parser("version", help="print the version")
+    serve.add_argument("--unpack-to", default=None, metavar="DIR",
+                       help="a frozen agent: also unpack itself to DIR for faster later starts")
+    serve.add_argument("--sha256", default="", help="the sha256 of this binary, recorded in DIR")
+    version = commands.add_parser("version", help="print the version")
+    version.add_argument("--verbose", "-v", action="store_true", help="also how this agent was built")
     commands.add_parser("selftest", help="run one job through tmux and check it")
     args = parser.parse_args(argv)
     if args.command == "version":
         print(VERSION)
+        if args.verbose:
+            for key, value in provenance().items():
+                print(f"{key}: {value}")
         return 0
     if args.command == "selftest":
         from .selftest import selftest
@@ -31,7 +38,35 @@ def main(argv: list[str] | None = None) -> int:
         return selftest()
     from .daemon import serve as serve_forever
 
-    return serve_forever(Layout(args.home or default_home()), args.detach)
+    unpack_to = (args.unpack_to, args.sha256) if args.unpack_to and args.sha256 else None
+    return serve_forever(Layout(args.home or default_home()), args.detach, unpack_to)
+
+
+def provenance() -> dict[str, str]:
+    """What `make agents` recorded at the freeze, and this binary's sha256."""
+    info: dict[str, str] = {"protocol": str(PROTOCOL), "python": sys.version.split()[0],
+                            "machine": os.uname().machine}
+    try:
+        from p_agent_build import INFO  # written by build/freeze.sh
+    except ImportError:
+        info["built"] = "from source"
+        return info
+    info.update({key: str(value) for key, value in INFO.items()})
+    from .unpack import COMPLETE
+
+    binary = os.environ.get("STATICX_PROG_PATH")
+    if binary:
+        import hashlib
+
+        with open(binary, "rb") as src:
+            info["sha256"] = hashlib.sha256(src.read()).hexdigest()
+    else:
+        try:  # running unpacked: the unpack recorded the binary's sha256
+            with open(os.path.join(os.path.dirname(sys.executable), COMPLETE)) as mark:
+                info["sha256"] = mark.read().strip() + " (unpacked)"
+        except OSError:
+            info["sha256"] = "unknown"
+    return info
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import time
 
 from p_protocol import Layout
 
+from . import unpack
 from .jobs import Jobs
 from .server import Agent, AgentServer
 from .tmux import Tmux
@@ -49,18 +50,24 @@ def restore_user_environment() -> None:
 
 def sweep_unpack_dirs(layout: Layout) -> None:
     """Remove what frozen agents killed by a signal left in ~/.p/tmp (a
-    clean exit removes its own); recent ones may belong to a starting agent."""
+    clean exit removes its own) and half-made copies in ~/.p/lib; recent
+    ones may belong to a starting agent."""
     cutoff = time.time() - STALE_UNPACK_SECONDS
-    try:
-        entries = list(os.scandir(layout.tmp_dir))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name.startswith(("staticx-", "_MEI")) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
-            shutil.rmtree(entry.path, ignore_errors=True)
+    for directory, prefixes in ((layout.tmp_dir, ("staticx-", "_MEI")), (layout.lib_dir, (".unpack-",))):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(prefixes) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def serve(layout: Layout, detach: bool) -> int:
+def serve(layout: Layout, detach: bool, unpack_to: tuple[str, str] | None = None) -> int:
+    """Serve until idle. ``unpack_to`` (directory, sha256 of this binary): a
+    frozen agent also unpacks itself there, before it reports ready, since
+    its bundle is deleted as soon as the launcher returns."""
+    frozen = unpack.sources()  # restore_user_environment forgets the bundle
     tmux = Tmux(layout)
     jobs = Jobs(layout, tmux)
     jobs.ensure_layout()
@@ -72,6 +79,12 @@ def serve(layout: Layout, detach: bool) -> int:
     except BlockingIOError:
         return 0  # this version already serves here
     ready_fd = _daemonize(layout) if detach else None
+    if frozen is not None and unpack_to is not None:
+        try:
+            unpack.unpack(*frozen, *unpack_to)
+        except (OSError, ValueError, unpack.UnpackError) as exc:
+            # Only later starts get slower: this one goes on.
+            print(f"could not unpack to {unpack_to[0]}: {exc}", file=sys.stderr)
     os.ftruncate(lock_fd, 0)
     os.write(lock_fd, f"{os.getpid()}\n".encode())
     socket_path = layout.agent_socket()
