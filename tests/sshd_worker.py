@@ -52,8 +52,6 @@ class SshdWorkers:
     process: subprocess.Popen[bytes] | None = None
     created_users: list[str] = field(default_factory=list)
     extra_sshd_config: str = ""
-    # False: every worker logs in as the current user (the demo's choice).
-    throwaway_users: bool = True
 
     @property
     def ssh_config(self) -> str:
@@ -75,9 +73,8 @@ class SshdWorkers:
             out.write(client_pub + "\n")
         os.chmod(authorized, 0o644)
         self.port = free_port()
-        root_mode = os.getuid() == 0 and self.throwaway_users
         for name in names:
-            if root_mode:
+            if os.getuid() == 0:
                 user = f"pt{secrets.token_hex(4)}"
                 home = os.path.join(self.root, "home", user)
                 os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
