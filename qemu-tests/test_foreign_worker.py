@@ -138,6 +138,23 @@ def test_second_run_uploads_nothing(client: Client) -> None:
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+def test_a_restarted_agent_runs_unpacked(client: Client) -> None:
+    """The binary's first start left an unpacked copy; once the agent has
+    gone (idle exit, reboot), the next start runs that copy."""
+    sha256 = hashlib.sha256(agent_binary(client.worker.arch).read_bytes()).hexdigest()
+    lib = client.worker.root / "root" / ".p" / "lib" / sha256[:16]
+    assert (lib / ".complete").read_text().strip() == sha256
+    pidfile = client.worker.root / "root" / ".p" / "run" / f"agent-{version()}.pid"
+    first = int(pidfile.read_text())
+    client.worker.ssh(f"kill {first}")
+    done = client.p("-n", "--", "echo back")
+    assert done.stdout.strip().splitlines()[-1] == "back"
+    again = int(pidfile.read_text())
+    assert again != first
+    ps = client.worker.ssh(f"cat /proc/{again}/cmdline | tr '\\0' ' '")
+    assert f"/.p/lib/{sha256[:16]}/p-agent serve" in ps.stdout, ps.stdout
+
+
 def test_run_with_sync(client: Client, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
