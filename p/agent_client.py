@@ -6,7 +6,7 @@ import socket
 
 from p_protocol import PROTOCOL, VERSION, Op, ProtocolError, decode, encode
 
-from .errors import PError
+from .errors import LINK_LOST, PError
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class AgentClient:
             return self._exchange({"op": op.value, **fields}, None if blocking else self.timeout * 4)
         except AgentGone:
             raise PError(f"lost the connection to worker {self.worker}; jobs keep running there, "
-                         "`p ls` shows their state once it is back") from None
+                         "`p ls` shows their state once it is back", exit_code=LINK_LOST) from None
 
     def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
         """The job's output from ``offset``; with ``follow`` until it ends.
@@ -89,7 +89,7 @@ class AgentClient:
         A connection of its own (it ends with the stream), so no hello.
         """
         lost = PError(f"lost the connection to worker {self.worker}; the job keeps running there, "
-                      "`p logs` shows its output once the worker is back")
+                      "`p logs` shows its output once the worker is back", exit_code=LINK_LOST)
         try:
             conn, reader = self._open()
         except AgentGone:

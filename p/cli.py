@@ -159,6 +159,8 @@ def dispatch(argv: list[str]) -> int:
 
     Typer vendors its own click, so its exceptions are recognised by shape.
     """
+    if argv[:1] == ["help"]:
+        argv = [*argv[1:], "--help"]  # `p help`, `p help worker register`
     try:
         result = app(args=argv, prog_name="p", standalone_mode=False)
     except Exception as exc:

@@ -10,3 +10,8 @@ class PError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+# What ssh exits with when it cannot reach the host or loses it: scripts tell
+# a link failure from the job's own failure by it.
+LINK_LOST = 255

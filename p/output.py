@@ -45,6 +45,11 @@ def summary(record: JobRecord) -> str:
     return f"p: job {record.short_id} {record.status}{code} after {took} on {record.worker}"
 
 
+def about_worker(worker: str, message: str) -> str:
+    """A worker's problem as one line that names the worker once."""
+    return f"p: {message}" if f"worker {worker}" in message else f"p: worker {worker}: {message}"
+
+
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 

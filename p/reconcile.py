@@ -9,13 +9,13 @@ once) connects to those workers, all in parallel, one request each.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from p_protocol import Op, State
 
 from . import config as config_module
 from . import link as link_module
+from . import output
 from .agent_client import AgentClient
 from .errors import PError
 from .ssh import Transport
@@ -126,4 +126,4 @@ def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
         store.save(*changed)
     for worker_name, (_, problem) in zip(by_worker, results):
         if problem:
-            print(f"p: worker {worker_name}: {problem}", file=sys.stderr)
+            output.say(output.about_worker(worker_name, problem))

@@ -18,7 +18,7 @@ import sys
 
 from . import paths
 from .config import Config, Worker
-from .errors import PError
+from .errors import LINK_LOST, PError
 
 CONTROL_PERSIST = "600"
 CONNECT_TIMEOUT = "10"
@@ -87,7 +87,9 @@ class Transport:
     def ssh_argv(self, remote_command: str | None = None, *, tty: bool = False) -> list[str]:
         argv = ["ssh", *self.options(), "-o", "ControlMaster=no"]
         if tty:
-            argv.append("-tt")
+            # Quiet ssh's own chatter ("Shared connection to ... closed."
+            # after every attach); errors still show.
+            argv += ["-tt", "-o", "LogLevel=ERROR"]
         argv += ["--", self.target]
         if remote_command is not None:
             argv.append(remote_command)
@@ -167,23 +169,27 @@ class Transport:
         return result.stdout
 
     def explain(self, stderr: str) -> PError:
-        """Turn ssh's complaint into one line that says what to do."""
+        """Turn ssh's complaint into one line that says what to do; the exit
+        status is ssh's own for a failed connection."""
+        return PError(self._reason(stderr), exit_code=LINK_LOST)
+
+    def _reason(self, stderr: str) -> str:
         name, conn = self.worker.name, self.worker.connection
         text = stderr.strip()
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
             command = shlex.join(["ssh", *self.user_options, *(["-p", self.port] if self.port else []),
                                   self.target])
-            return PError(f"the host key of {conn} is unknown or has changed; check it with "
-                          f"`{command}` and accept it (p never accepts host keys by itself)")
+            return (f"the host key of {conn} is unknown or has changed; check it with "
+                    f"`{command}` and accept it (p never accepts host keys by itself)")
         if "Permission denied" in text or "Too many authentication failures" in text:
-            return PError(f"{conn} refused the SSH login ({_last_line(text)}); "
-                          "check your key (ssh-add, IdentityFile) and the user name")
+            return (f"{conn} refused the SSH login ({_last_line(text)}); "
+                    "check your key (ssh-add, IdentityFile) and the user name")
         if "Could not resolve hostname" in text:
-            return PError(f"cannot resolve the host of {conn}; check the connection string or your ssh config")
+            return f"cannot resolve the host of {conn}; check the connection string or your ssh config"
         if any(s in text for s in ("Connection refused", "timed out", "No route to host",
                                    "Network is unreachable", "Connection closed", "Broken pipe")):
-            return PError(f"cannot reach worker {name} ({conn}): {_last_line(text)}")
-        return PError(f"ssh to worker {name} ({conn}) failed: {_last_line(text) or 'no reason given'}")
+            return f"cannot reach worker {name} ({conn}): {_last_line(text)}"
+        return f"ssh to worker {name} ({conn}) failed: {_last_line(text) or 'no reason given'}"
 
 
 def _last_line(text: str) -> str:

@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import P_BIN, PClient
@@ -148,3 +149,16 @@ def test_attach_works_from_a_terminal_the_worker_does_not_know(screen: Screen) -
     assert "tmux" in shown or "screen" in shown  # the job sees tmux's own TERM
     screen.keys(window, "x")
     screen.wait_for(window, r"p-exit=0")
+
+
+def test_no_ssh_chatter_after_an_attach(screen: Screen) -> None:
+    p = screen.p
+    # The user's own ssh config, without the tests' `LogLevel ERROR`.
+    chatty = p.home / "ssh_config"
+    chatty.write_text(Path(p.sshd.ssh_config).read_text().replace("    LogLevel ERROR\n", ""))
+    p("worker", "register", "w1", "-n", "chatty", "--ssh-config", str(chatty), check=True)
+    window = screen.start("chatty", "-n", "--", "echo hi")
+    screen.wait_for(window, r"--- Job done \[exit 0\]")
+    screen.keys(window, "x")
+    after = screen.wait_for(window, r"p-exit=0")
+    assert "Shared connection" not in after and "closed." not in after

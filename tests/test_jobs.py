@@ -281,3 +281,41 @@ def test_jobs_see_the_users_environment_not_the_agents(p1: PClient) -> None:
     assert not {name for name in names if name.startswith(("_PYI", "STATICX", "_MEI", "P_USER"))}
     assert ".p/tmp" not in env
     assert "LD_LIBRARY_PATH" not in names
+
+
+def test_losing_the_link_while_streaming_exits_255_like_ssh(p1: PClient) -> None:
+    process = subprocess.Popen([P_BIN, "-n", "--", "echo ready; sleep 60"], env=p1.env, cwd=p1.workdir,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    (control,) = (p1.runtime / "p").glob("cm-*")
+    for pid in _pids(f"ControlPath={control}"):
+        os.kill(pid, 9)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 255
+    assert "lost the connection to worker w1" in err and "Traceback" not in err
+    (record,) = p1.jobs()
+    p1("stop", "--grace", "0", str(record["id"]), check=True)
+
+
+def test_help_is_a_verb(p1: PClient) -> None:
+    top = p1("help")
+    assert top.returncode == 0, top.stderr
+    assert "Usage: p" in top.stdout and "attach" in top.stdout and "worker" in top.stdout
+    rm = p1("help", "rm")
+    assert rm.returncode == 0 and "--force" in rm.stdout
+    register = p1("help", "worker", "register")
+    assert register.returncode == 0 and "Usage: p worker register" in register.stdout
+    assert "no such command" in one_line_error(p1("help", "nosuch"))
+
+
+def test_a_worker_problem_in_ls_names_the_worker_once(p1: PClient) -> None:
+    p1("-d", "-n", "--", "sleep 2", check=True)
+    # The worker loses tmux (here: the same user, reached as an account whose
+    # PATH lacks it).
+    config_path = p1.home / ".config/p/config.yaml"
+    config_path.write_text(config_path.read_text().replace("connection: w1", "connection: notmux"))
+    p1.close_masters()
+    result = p1("ls", "-r")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("p: ")]
+    assert lines and lines[0].startswith("p: worker w1 lacks tmux"), result.stderr
