@@ -107,8 +107,8 @@ def is_complete(dest: str, sha256: str) -> bool:
 
 def patch_elf(path: str, *, interp: str, rpath: str) -> None:
     """Point a 64-bit little-endian ELF's interpreter and DT_RPATH at new
-    paths, in place: what the staticx bootloader does to its temporary copy.
-    staticx leaves room for 256 bytes in both."""
+    paths, in place, as the staticx bootloader does to its temporary copy.
+    build/agent.spec left placeholders of 256 bytes for both."""
     with open(path, "r+b") as elf:
         data = elf.read()
         if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
@@ -131,7 +131,7 @@ def patch_elf(path: str, *, interp: str, rpath: str) -> None:
                     break
                 if tag == DT_RPATH:
                     start = strtab + value
-                    slots.append((start, _room(data, start), rpath))
+                    slots.append((start, data.index(b"\0", start) - start, rpath))
         if sorted(kind for _, _, kind in slots) != sorted([interp, rpath]):
             raise UnpackError(f"{path} lacks the interpreter or RPATH that staticx patches")
         for offset, room, text in slots:
@@ -141,14 +141,3 @@ def patch_elf(path: str, *, interp: str, rpath: str) -> None:
             elf.seek(offset)
             elf.write(encoded + b"\0")
 
-
-def _room(data: bytes, start: int) -> int:
-    """Bytes available for a string staticx sized with a run of ``r``s and
-    may since have overwritten with a shorter one: up to the run's end."""
-    end = data.index(b"\0", start)
-    run = end + 1
-    while data[run:run + 1] == b"r":
-        run += 1
-    if run > end + 1 and data[run:run + 1] == b"\0":
-        end = run  # the rest of staticx's run, not the next string
-    return end - start
