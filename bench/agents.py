@@ -36,6 +36,8 @@ AGENTS = REPO / "p" / "agents"
 CACHE = Path(os.environ.get("P_BUILD_CACHE", "/var/cache/p-build"))
 HOST = platform.machine()
 sys.path.insert(0, str(REPO / "qemu-tests"))
+sys.path.insert(0, str(REPO))
+from p_protocol.platforms import ARCHES  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None, runs: int = 3) -> float:
@@ -160,7 +162,7 @@ def second_run_upload(arch: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("arches", nargs="*", default=["x86_64", "aarch64", "riscv64"])
+    parser.add_argument("arches", nargs="*", default=list(ARCHES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-worker", action="store_true", help="skip the second-run upload measure")
     args = parser.parse_args()

@@ -1,6 +1,9 @@
 """Bookkeeping for build/build-agents.sh: version, sources hash, manifest.
 
     python3 build/agents.py version
+    python3 build/agents.py arches                 # the supported arches (p_protocol/platforms.py)
+    python3 build/agents.py deb-arch <arch>        # Debian's name of one
+    python3 build/agents.py binfmt <arch>          # magic and mask of its binfmt_misc handler
     python3 build/agents.py sources-hash
     python3 build/agents.py agent-sources         # the client's digest of the agent
     python3 build/agents.py is-fresh <arch>        # exit 0 if no rebuild needed
@@ -31,8 +34,10 @@ from typing import Any
 SRC = Path(__file__).resolve().parent.parent
 AGENTS_DIR = Path(os.environ.get("P_AGENTS_DIR") or SRC / "p" / "agents")
 MANIFEST = AGENTS_DIR / "manifest.json"
-ARCHES = ("x86_64", "aarch64", "riscv64")
-ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0xF3: "riscv64"}
+sys.path.insert(0, str(SRC))
+from p_protocol.platforms import ARCHES, PLATFORMS, by_arch  # noqa: E402
+
+ELF_MACHINES = {platform.elf_machine: platform.arch for platform in PLATFORMS}
 # Inputs of a frozen agent: its sources and the build/ files that shape the
 # binary (entry point, freeze flags, pinned tools, rootfs suites/packages);
 # pure orchestration (build-agents.sh, build-one.sh, this file) is left out
@@ -71,7 +76,6 @@ def agent_sources_digest() -> str:
     """The client's name for the agent sources, computed by the same function
     the client uses (p_protocol.sources, carried by the snapshot): the client
     installs binaries only when the manifest's `agent_sources` equals it."""
-    sys.path.insert(0, str(SRC))
     from p_protocol.sources import agent_roots, digest_sources
 
     return digest_sources(agent_roots(str(SRC / "agent" / "p_agent"), str(SRC / "p_protocol")))
@@ -178,6 +182,22 @@ def table(results: list[str]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
+def platform(arch: str) -> Any:
+    found = by_arch(arch)
+    if found is None:
+        raise SystemExit(f"unsupported arch: {arch} (supported: {' '.join(ARCHES)})")
+    return found
+
+
+def binfmt(arch: str) -> str:
+    """binfmt_misc magic and mask (\\x escapes) matching 64-bit little-endian
+    ELF executables and shared objects of ``arch``."""
+    machine = platform(arch).elf_machine.to_bytes(2, "little")
+    magic = b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00" + machine
+    mask = b"\xff" * 7 + b"\x00" + b"\xff" * 8 + b"\xfe\xff\xff\xff"
+    return " ".join("".join(f"\\x{byte:02x}" for byte in data) for data in (magic, mask))
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
@@ -185,6 +205,12 @@ def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     if command == "version":
         print(version())
+    elif command == "arches":
+        print(" ".join(ARCHES))
+    elif command == "deb-arch":
+        print(platform(args[0]).debian)
+    elif command == "binfmt":
+        print(binfmt(args[0]))
     elif command == "sources-hash":
         print(sources_hash())
     elif command == "agent-sources":

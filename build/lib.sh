@@ -4,23 +4,18 @@ set -euo pipefail
 
 P_BUILD_CACHE=${P_BUILD_CACHE:-/var/cache/p-build}
 P_BUILD_MIRROR=${P_BUILD_MIRROR:-http://deb.debian.org/debian}
-# Pinned build tools (same versions native and inside every rootfs).
-PYINSTALLER_VERSION=${PYINSTALLER_VERSION:-6.22.3}
-STATICX_VERSION=${STATICX_VERSION:-0.14.2}
-ALL_ARCHES=(x86_64 aarch64 riscv64)
+# The build tools' pins live in build/requirements.txt, the supported arches
+# in p_protocol/platforms.py (read through this checkout's build/agents.py).
+P_BUILD_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log() { printf '[p-build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+platform_py() { python3 -I -S "$P_BUILD_DIR/agents.py" "$@"; }
+read -r -a ALL_ARCHES <<<"$(platform_py arches)"
+
 # Debian architecture name for a `uname -m` name.
-deb_arch() {
-    case "$1" in
-        x86_64) echo amd64 ;;
-        aarch64) echo arm64 ;;
-        riscv64) echo riscv64 ;;
-        *) die "unsupported arch: $1 (supported: ${ALL_ARCHES[*]})" ;;
-    esac
-}
+deb_arch() { platform_py deb-arch "$1" || die "no Debian architecture for $1"; }
 
 # Debian suite used for an arch's rootfs: a stable release, never sid, so a
 # build does not depend on the day it runs.  riscv64 is a release
@@ -66,15 +61,7 @@ ensure_binfmt() {
 register_binfmt() {
     local arch=$1 magic mask interp
     interp=$(command -v "qemu-$arch-static") || die "qemu-$arch-static not found"
-    case "$arch" in
-        aarch64)
-            magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
-            mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
-        riscv64)
-            magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xf3\x00'
-            mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff' ;;
-        *) die "no binfmt magic for $arch" ;;
-    esac
+    read -r magic mask <<<"$(platform_py binfmt "$arch")" || die "no binfmt magic for $arch"
     printf ':qemu-%s:M::%s:%s:%s:OCF\n' "$arch" "$magic" "$mask" "$interp" \
         >/proc/sys/fs/binfmt_misc/register
 }

@@ -13,13 +13,11 @@ from functools import cache
 from types import ModuleType
 
 from p_protocol import VERSION
+from p_protocol.platforms import ARCHES, normalize_arch
 from p_protocol.sources import agent_roots, digest_sources
 
 from .errors import PError
 
-SUPPORTED_ARCHS = ("x86_64", "aarch64", "riscv64")
-ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
-                "riscv64": "riscv64"}
 AGENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agents")
 ZIPAPP_MAIN = b"from p_agent.__main__ import main\nraise SystemExit(main())\n"
 
@@ -43,15 +41,11 @@ class Artifact:
         return zipapp_bytes()
 
 
-def normalize_arch(machine: str) -> str | None:
-    return ARCH_ALIASES.get(machine.strip().lower())
-
-
 def choose(worker: str, machine: str, system: str, has_python3: bool) -> Artifact:
     arch = normalize_arch(machine)
     if system != "Linux" or arch is None:
         raise PError(f"worker {worker} runs {system} on {machine}; p supports Linux workers "
-                     f"on {', '.join(SUPPORTED_ARCHS)}")
+                     f"on {', '.join(ARCHES)}")
     binary = _binaries().get(arch)
     if binary is not None:
         return binary
@@ -73,7 +67,7 @@ def _binaries() -> dict[str, Artifact]:
     found = {}
     for arch, entry in (manifest.get("agents") or {}).items():
         path = os.path.join(AGENTS_DIR, entry.get("file", ""))
-        if arch in SUPPORTED_ARCHS and os.path.isfile(path):
+        if arch in ARCHES and os.path.isfile(path):
             found[arch] = Artifact("binary", arch, entry["sha256"], path)
     return found
 

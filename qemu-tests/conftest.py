@@ -20,12 +20,14 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 AGENTS_DIR = REPO / "p" / "agents"
-ALL_ARCHES = ("x86_64", "aarch64", "riscv64")
 HOST_ARCH = platform.machine()
 
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
 
 from worker import Worker, start_worker  # noqa: E402
+
+from p_protocol.platforms import ARCHES as ALL_ARCHES  # noqa: E402
 
 
 def selected_arches() -> list[str]:

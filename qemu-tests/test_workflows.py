@@ -38,10 +38,15 @@ def test_actionlint(workflow: Path) -> None:
 
 
 def test_matrix_uses_the_make_targets() -> None:
-    """Structure check that needs no actionlint: the matrix covers the three
-    arches and runs the same Makefile targets as developers and .ci/run."""
+    """Structure check that needs no actionlint: the matrix and the wheel's
+    assembly cover exactly the supported arches (p_protocol/platforms.py)
+    and run the same Makefile targets as developers and .ci/run."""
+    from p_protocol.platforms import ARCHES
+
     text = (REPO / ".github" / "workflows" / "agents.yml").read_text()
-    assert "arch: [x86_64, aarch64, riscv64]" in text
+    assert f"arch: [{', '.join(ARCHES)}]" in text
+    assert f"for arch in {' '.join(ARCHES)}; do" in text
+    assert "for a in (" + ", ".join(f'"{arch}"' for arch in ARCHES) + ")" in text
     assert "make agents" in text
     assert "make qemu-tests" in text
     assert "actions/upload-artifact" in text
