@@ -16,8 +16,9 @@ Push a command to a worker and track it as a job.
 
 syncs the current directory to WORKER (default: the default worker), runs
 COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
-Off a terminal the job's output streams to stdout instead. `p` exits with the
-job's exit status.
+Off a terminal the job gets no terminal either (stdin is /dev/null, as with
+`ssh -n`) and its output streams to stdout. `p` exits with the job's exit
+status.
 """
 
 app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,

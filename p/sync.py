@@ -13,7 +13,9 @@ from .ssh import Transport
 # `.gitignore` files at every level apply; `.git/` itself is kept because
 # builds read the commit or the latest tag from it.
 PUSH_FILTER = ["--filter=:- .gitignore"]
-PROGRESS_RE = re.compile(rb"([\d,]+)\s+(\d+)%")
+PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+\d+%")
+TOTAL_RE = re.compile(rb"^Total transferred file size: ([\d,]+)", re.MULTILINE)
+NO_RSYNC = "rsync is not installed here; install it (e.g. `apt install rsync`)"
 
 
 def remote_spec(transport: Transport, path: str) -> str:
@@ -53,21 +55,27 @@ def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
 
 def _run(transport: Transport, argv: list[str], paths: list[str], label: str) -> None:
     show = sys.stderr.isatty()
+    # A bar needs its total before the transfer, or its speed and ETA can
+    # never settle: a dry run says what will be sent.
+    total = _bytes_to_send(argv, paths) if show else None
     if show:
-        argv += ["--info=progress2", "--no-inc-recursive"]
+        argv = [*argv, "--info=progress2", "--no-inc-recursive"]
     try:
         process = subprocess.Popen([*argv, "--", *paths], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
-        raise PError("rsync is not installed here; install it (e.g. `apt install rsync`)") from None
+        raise PError(NO_RSYNC) from None
     assert process.stdout is not None and process.stderr is not None
-    with Progress(label, None) as progress:
+    with Progress(label, total) as progress:
+        pending = b""
         for chunk in iter(lambda: process.stdout.read1(4096), b""):  # type: ignore[union-attr]
-            matches = PROGRESS_RE.findall(chunk)
-            if matches:
-                done = int(matches[-1][0].replace(b",", b""))
-                percent = int(matches[-1][1])
-                progress.update(done, done * 100 // percent if percent else None)
+            # rsync redraws its line with \r: only whole lines are numbers.
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for line in reversed(lines):
+                match = PROGRESS_RE.match(line)
+                if match:
+                    progress.update(int(match[1].replace(b",", b"")))
+                    break
     stderr = process.stderr.read().decode(errors="replace")
     code = process.wait()
     if code == 255 or "ssh:" in stderr or "Permission denied (" in stderr:
@@ -75,3 +83,15 @@ def _run(transport: Transport, argv: list[str], paths: list[str], label: str) ->
     if code != 0:
         lines = [line for line in stderr.splitlines() if line.strip()]
         raise PError(f"rsync failed (exit {code}) {label}: {lines[-1] if lines else 'no reason given'}")
+
+
+def _bytes_to_send(argv: list[str], paths: list[str]) -> int | None:
+    """The size of what rsync will transfer, by a dry run (None if it fails:
+    the real run then reports why)."""
+    try:
+        result = subprocess.run([*argv, "--dry-run", "--stats", "--", *paths], stdin=subprocess.DEVNULL,
+                                capture_output=True)
+    except FileNotFoundError:
+        raise PError(NO_RSYNC) from None
+    match = TOTAL_RE.search(result.stdout)
+    return int(match[1].replace(b",", b"")) if match and result.returncode == 0 else None

@@ -24,5 +24,7 @@ def clip(text: str, width: int) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    total = max(0, int(seconds))
+    # Times are kept to the millisecond: round away float noise first, so
+    # 1.9999999 shows as the worker's status bar shows 2.000 (see run.sh).
+    total = max(0, int(round(seconds, 3)))
     return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"

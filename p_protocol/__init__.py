@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 VERSION = "0.1.0"
-PROTOCOL = 1
+PROTOCOL = 2
 
 # A job id is a lowercase hex UUID4 without dashes; anything else from the
 # command line or from a worker is refused before it can reach a path or shell.
@@ -56,13 +56,12 @@ class Op(str, Enum):
 
     HELLO = "hello"  # {} -> {version, protocol, home, shell}
     PREPARE = "prepare"  # {id, spare} -> {reused}: the job's workdir, from the spare copy if any
-    START = "start"  # {id, command, cwd, worker, cols, rows, spare?} -> {job}
+    START = "start"  # {id, command, cwd, worker, cols, rows, tty, attach, spare?} -> {job}
     STATUS = "status"  # {ids: [..]} -> {jobs: {id: job|None}}
     WAIT = "wait"  # {id} -> {job}, sent when the job has finished
     LOGS = "logs"  # {id, offset, follow} -> {size}, then raw bytes until EOF
     STOP = "stop"  # {id, grace} -> {job}
     INTERRUPT = "interrupt"  # {id} -> {}: SIGINT to the job's process group (Ctrl+C off a terminal)
-    CLOSE = "close"  # {id} -> {}: end the finished job's "press any key" screen
     REMOVE = "remove"  # {id, force} -> {}: job dir, workdir, session
     RESOLVE = "resolve"  # {id, path} -> {path, is_dir}: a path inside the workdir
     WORKDIRS = "workdirs"  # {ids: [..]} -> {present: [..]}: which workdirs exist

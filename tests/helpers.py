@@ -7,6 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conftest import PClient
+
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """A failed `p` must say one line on stderr, no traceback."""
@@ -35,3 +39,19 @@ def job_dir(worker_home: Path, job_id: str) -> Path:
 
 def workdir(worker_home: Path, job_id: str) -> Path:
     return worker_home / ".p" / "workdirs" / job_id
+
+
+def worker_sessions(p: PClient, worker: str) -> set[str]:
+    """The tmux sessions of the worker's agent, asked as the worker's user."""
+    spec = p.sshd.workers[worker]
+    sock = Path(spec.home) / ".p" / "run" / "tmux.sock"
+    result = subprocess.run(["runuser", "-u", spec.user, "--", "tmux", "-S", str(sock), "list-sessions",
+                             "-F", "#{session_name}"], capture_output=True, text=True)
+    return set(result.stdout.split())
+
+
+def worker_processes(p: PClient, worker: str, pattern: str) -> list[str]:
+    """Command lines of the worker user's processes that mention ``pattern``."""
+    out = subprocess.run(["ps", "-u", p.sshd.workers[worker].user, "-o", "args="], capture_output=True,
+                         text=True).stdout
+    return [line for line in out.splitlines() if pattern in line]

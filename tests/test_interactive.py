@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import P_BIN, PClient
-from helpers import eventually, one_line_error
+from helpers import eventually, worker_sessions
 
 
 class Screen:
@@ -102,19 +102,30 @@ def test_detach_keeps_the_job_and_attach_returns_to_it(screen: Screen) -> None:
     assert record["status"] == "done" and record["exit_code"] == 130
 
 
-def test_attach_to_a_finished_job_shows_its_done_screen_once(screen: Screen) -> None:
+def test_attach_to_a_job_that_ended_unwatched_shows_its_output_and_status(screen: Screen) -> None:
     p = screen.p
     job = p("-d", "--", "echo quick-output; exit 5", check=True).stdout.strip()
     p("wait", job)
+    # Nobody was attached at its end: its session closed by itself...
+    eventually(lambda: not worker_sessions(p, "w1") & {f"p-{job[:8]}"})
+    # ...and attach shows what the screen would have: output and status.
     window = screen.start("attach", job)
-    shown = screen.wait_for(window, r"--- Job done \[exit 5\]")
-    assert "quick-output" in shown
-    screen.keys(window, "q")
-    screen.wait_for(window, r"p-exit=5")
-    # The session is closed now: attach says to read the logs instead.
-    message = one_line_error(p("attach", job))
-    assert "has finished" in message and "p logs" in message
-    assert p("logs", job).stdout == "quick-output\n"
+    shown = screen.wait_for(window, r"p-exit=5")
+    assert "quick-output" in shown and re.search(r"p: job [0-9a-f]{8} done \[exit 5\]", shown)
+    off_terminal = p("attach", job)
+    assert off_terminal.returncode == 5
+    assert off_terminal.stdout == "quick-output\n" and "done [exit 5]" in off_terminal.stderr
+
+
+def test_leaving_the_done_screen_closes_the_session(screen: Screen) -> None:
+    window = screen.start("--", "echo bye")
+    screen.wait_for(window, r"--- Job done \[exit 0\]")
+    (record,) = screen.p.jobs()
+    assert f"p-{str(record['id'])[:8]}" in worker_sessions(screen.p, "w1")
+    screen.keys(window, "C-b", "d")  # detaching instead of pressing a key
+    after = screen.wait_for(window, r"p-exit=0")
+    assert re.search(r"p: job [0-9a-f]{8} done \[exit 0\]", after)
+    eventually(lambda: not worker_sessions(screen.p, "w1") & {f"p-{str(record['id'])[:8]}"})
 
 
 def test_not_a_terminal_never_attaches(p1: PClient) -> None:
@@ -126,29 +137,54 @@ def test_not_a_terminal_never_attaches(p1: PClient) -> None:
     assert result.returncode == 2
 
 
-def test_sync_shows_progress_on_a_terminal_when_slow(screen: Screen) -> None:
-    # Enough data that the sync takes well over the half second after which
-    # the bar appears.
-    with open(screen.p.workdir / "big.bin", "wb") as out:
-        out.write(os.urandom(400 * 1024 * 1024))
+def test_sync_progress_has_one_total_and_a_speed(screen: Screen) -> None:
+    p = screen.p
+    sizes = 0
+    for i in range(2000):
+        sub = p.workdir / f"d{i // 100}"
+        sub.mkdir(exist_ok=True)
+        data = os.urandom(20_000)
+        (sub / f"f{i}.bin").write_bytes(data)
+        sizes += len(data)
+    # A slow link (10 MB/s), so the sync lasts seconds: the bar shows after
+    # half a second, its speed once two samples are in.
+    shim = p.home / "slow-link"
+    shim.mkdir()
+    (shim / "rsync").write_text('#!/bin/sh\nexec /usr/bin/rsync --bwlimit=10000 "$@"\n')
+    (shim / "rsync").chmod(0o755)
+    p.env["PATH"] = f"{shim}:{p.env['PATH']}"
     window = screen.start("--", "echo synced-and-ran")
+    bar = re.compile(r"syncing to w1 .*?[\d.]+/([\d.]+ \w+)\s+(\S+)")
+    totals, speeds = set(), []
 
-    def first_seen() -> str | None:
+    def synced() -> bool:
         text = screen.text(window)
-        if "syncing to w1" in text:
-            return "progress bar"
-        return "job output" if "synced-and-ran" in text else None
+        for match in bar.finditer(text):
+            totals.add(match[1])
+            speeds.append(match[2])
+        return "synced-and-ran" in text
 
-    assert eventually(first_seen, timeout=120, interval=0.05) == "progress bar"
+    eventually(synced, timeout=120, interval=0.05)
+    # The total is what will be sent, computed once: it never changes.
+    assert totals == {f"{sizes / 1e6:.1f} MB"}, totals
+    assert any(speed != "?" for speed in speeds), speeds
     screen.wait_for(window, r"--- Job done \[exit 0\]", timeout=120)
 
 
-def test_attach_works_from_a_terminal_the_worker_does_not_know(screen: Screen) -> None:
-    window = screen.start("--", "echo $TERM; sleep 1", term="p-unknown-terminal")
-    shown = screen.wait_for(window, r"--- Job done \[exit 0\]")
-    assert "tmux" in shown or "screen" in shown  # the job sees tmux's own TERM
+def test_status_bar_and_summary_agree_on_the_duration(screen: Screen) -> None:
+    # The job ends exactly two whole seconds after the second its start fell
+    # in: a duration of 1.x s, whose end falls in a later second than its
+    # start's fraction would suggest.
+    ends_on_the_second = ("python3 -c \"import os, time; s = float(open('../../jobs/' + "
+                          "os.path.basename(os.getcwd()) + '/started_at').read()); "
+                          "time.sleep(max(0.0, int(s) + 2 - time.time()))\"")
+    window = screen.start("-n", "--", ends_on_the_second)
+    done = screen.wait_for(window, r"\[done \[0\]\] \d+:\d\d:\d\d")
+    bar = re.search(r"\[done \[0\]\] (\d+:\d\d:\d\d)", done)
     screen.keys(window, "x")
-    screen.wait_for(window, r"p-exit=0")
+    after = screen.wait_for(window, r"p-exit=0")
+    summary = re.search(r"done \[exit 0\] after (\d+:\d\d:\d\d)", after)
+    assert bar and summary and bar[1] == summary[1], (bar, summary)
 
 
 def test_no_ssh_chatter_after_an_attach(screen: Screen) -> None:
@@ -162,3 +198,12 @@ def test_no_ssh_chatter_after_an_attach(screen: Screen) -> None:
     screen.keys(window, "x")
     after = screen.wait_for(window, r"p-exit=0")
     assert "Shared connection" not in after and "closed." not in after
+
+
+def test_attach_works_from_a_terminal_the_worker_does_not_know(screen: Screen) -> None:
+    window = screen.start("--", "echo $TERM; [ -t 0 ] && [ -t 1 ] && echo on-a-tty", term="p-unknown-terminal")
+    shown = screen.wait_for(window, r"--- Job done \[exit 0\]")
+    assert "tmux" in shown or "screen" in shown  # the job sees tmux's own TERM
+    assert "on-a-tty" in shown  # attached runs keep the whole terminal
+    screen.keys(window, "x")
+    screen.wait_for(window, r"p-exit=0")

@@ -319,3 +319,24 @@ def test_a_worker_problem_in_ls_names_the_worker_once(p1: PClient) -> None:
     result = p1("ls", "-r")
     lines = [line for line in result.stderr.splitlines() if line.startswith("p: ")]
     assert lines and lines[0].startswith("p: worker w1 lacks tmux"), result.stderr
+
+
+def test_a_job_started_off_a_terminal_gets_none_like_ssh(p1: PClient) -> None:
+    # A pager or a prompt must not wait for a terminal nobody has.
+    paged = p1("-n", "--", "seq 1 200 | less; echo after", timeout=60)
+    assert paged.returncode == 0, paged.stderr
+    assert paged.stdout.endswith("199\n200\nafter\n")
+    probe = ('read answer; echo "read [$answer]"; [ -t 0 ] || echo stdin-no-tty; [ -t 1 ] || echo stdout-no-tty; '
+             'printenv TERM || echo no-TERM; (: > /dev/tty) 2>/dev/null || echo no-controlling-terminal')
+    result = p1("-n", "--", probe, timeout=60)
+    assert result.stdout.split("\n") == ["read []", "stdin-no-tty", "stdout-no-tty", "no-TERM",
+                                         "no-controlling-terminal", ""]
+    # git pages and colours only for a terminal.
+    subprocess.run(["git", "init", "-q", str(p1.workdir)], check=True)
+    (p1.workdir / "a.txt").write_text("a\n")
+    subprocess.run(["git", "-C", str(p1.workdir), "add", "a.txt"], check=True)
+    subprocess.run(["git", "-C", str(p1.workdir), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                    "commit", "-q", "-m", "first commit"], check=True)
+    log = p1("--", "git -c color.ui=auto log", timeout=60)
+    assert log.returncode == 0, log.stderr
+    assert "first commit" in log.stdout and "\x1b" not in log.stdout

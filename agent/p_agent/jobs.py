@@ -122,7 +122,12 @@ class Jobs:
 
         threading.Thread(target=copy, daemon=True).start()
 
-    def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int) -> dict[str, Any]:
+    def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int, *,
+          tty: bool, expect_client: bool) -> dict[str, Any]:
+        """Start the job in a session of its own. ``tty``: the job gets the
+        session's terminal (else no terminal at all, as `ssh host cmd` off
+        one); ``expect_client``: a client is on its way to attach, so the
+        "Job done" screen waits for it even if the job ends first."""
         job_dir = self.layout.job_dir(job_id)
         workdir = self.layout.workdir(job_id)
         if os.path.exists(job_dir):
@@ -141,7 +146,8 @@ class Jobs:
         write_file(os.path.join(job_dir, "tmux_session"), session)
         write_file(os.path.join(job_dir, "output.log"), "")
         write_file(os.path.join(job_dir, "run.sh"),
-                   scripts.run_sh(job_id, job_dir, workdir))
+                   scripts.run_sh(job_id, job_dir, workdir, self.layout.tmux_socket, tty=tty,
+                                  expect_client=expect_client))
         write_file(os.path.join(job_dir, "status.sh"), scripts.status_sh(job_dir))
         shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
         shown = " ".join(shown.split())
@@ -249,11 +255,6 @@ class Jobs:
                 break
             time.sleep(delay)
         return self.finished(job_id)
-
-    def close(self, job_id: str) -> None:
-        """End the "press any key" screen of a finished job nobody will see."""
-        if self.finished(job_id):
-            self.tmux.kill_session(session_name(job_id))
 
     def remove(self, job_id: str, force: bool) -> None:
         job = self.view(job_id)

@@ -72,6 +72,8 @@ class Agent:
                 _text(request, "worker"),
                 int(request.get("cols") or 80),
                 int(request.get("rows") or 24),
+                tty=bool(request.get("tty", True)),
+                expect_client=bool(request.get("attach")),
             )
             if request.get("spare"):
                 jobs.make_spare(job_id, _text(request, "spare"))
@@ -90,9 +92,6 @@ class Agent:
             return ok(job=jobs.stop(checked_job_id(request.get("id")), grace))
         if op is Op.INTERRUPT:
             jobs.interrupt(checked_job_id(request.get("id")))
-            return ok()
-        if op is Op.CLOSE:
-            jobs.close(checked_job_id(request.get("id")))
             return ok()
         if op is Op.REMOVE:
             jobs.remove(checked_job_id(request.get("id")), bool(request.get("force")))

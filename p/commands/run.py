@@ -48,9 +48,12 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     record.started_at = time.time()  # the job's clock starts after the sync
     store.save(record)  # before the start: a crash from here on leaves a record
     cols, rows = _terminal_size()
+    # A terminal here: the job gets one there (and, unless detached, this
+    # terminal attaches to it). Off one, the job gets none, as with ssh.
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd,
-                                  worker=worker, cols=cols, rows=rows, spare=spare)["job"]
+        view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
+                                  cols=cols, rows=rows, tty=tty, attach=tty and not detach, spare=spare)["job"]
     except AgentRefused:
         store.delete(record.id)  # refused: nothing runs
         raise
@@ -62,7 +65,7 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     if detach:
         print(record.id, flush=True)
         return 0
-    if sys.stdin.isatty() and sys.stdout.isatty():
+    if tty:
         link.close()
         return attach_session(link, record)
     return _stream(link, store, apply(record, view))
@@ -94,8 +97,6 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     view = link.agent.request(Op.WAIT, id=record.id, blocking=True)["job"]
     record = apply(record, view)
     store.save(record)
-    if record.state is not State.RUNNING:
-        link.agent.request(Op.CLOSE, id=record.id)  # nobody will press a key
     link.close()
     if record.state is State.LOST:
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
