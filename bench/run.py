@@ -220,11 +220,37 @@ class Bench:
                     f"PSS of tmux + run.sh + capture, {count} jobs")
 
 
+    def leftovers(self) -> None:
+        """What a finished job leaves running on the worker: nothing, once
+        nobody watches its end (the "Job done" screen is for someone looking)."""
+        user = self.sshd.workers["w1"].user
+        count = 10
+
+        def lingering() -> list[str]:
+            # Everything of the worker user's but the agent (shared, one per
+            # worker) and sshd's own processes for the SSH connection.
+            out = subprocess.run(["ps", "-u", user, "-o", "stat=,args="], capture_output=True, text=True).stdout
+            return [line for line in out.splitlines()
+                    if not line.startswith("Z") and "p-agent" not in line and "sshd" not in line]
+
+        self.p(["-n", "--", "true"])
+        before = len(lingering())
+        ids = [self.p(["-d", "-n", "--", "true"]).strip() for _ in range(count)]
+        for job in ids:
+            self.p(["wait", job])
+        deadline = time.monotonic() + 10  # run.sh exits just after the exit code is written
+        while len(lingering()) > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        per_job = (len(lingering()) - before) / count
+        self.report("processes left per finished job", per_job, 0.0,
+                    f"{count} jobs started with -d, waited for, nobody attached")
+
+
 def main() -> int:
     bench = Bench()
     try:
         only = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.memory):
+        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.memory, bench.leftovers):
             if not only or step.__name__ in only:
                 step()
     finally:
