@@ -12,13 +12,14 @@ from . import __version__
 RUN_HELP = """\
 Push a command to a worker and track it as a job.
 
-  p [WORKER] [-n|--no-sync] [-d|--detach] -- COMMAND...
+  p [WORKER] [-n|--no-sync] [-d|--detach] [-y|--yes] -- COMMAND...
 
 syncs the current directory to WORKER (default: the default worker), runs
 COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
 Off a terminal the job gets no terminal either (stdin is /dev/null, as with
 `ssh -n`) and its output streams to stdout. `p` exits with the job's exit
-status.
+status. --yes syncs files that look secret (.ssh/, *.pem, .env, id_*)
+without asking.
 """
 
 app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,
@@ -108,12 +109,21 @@ def pull(job: JobArg,
 
 
 @app.command()
-def rm(job: JobArg,
-       force: Annotated[bool, typer.Option("--force", "-f", help="stop a running job first")] = False) -> None:
-    """Remove a job's record and its files on the worker."""
+def rm(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+           help="job id or a unique prefix of it, as `p ls` shows")] = None,
+       force: Annotated[bool, typer.Option("--force", "-f", help="stop a running job first")] = False,
+       every: Annotated[bool, typer.Option("--all", "-a", help="every finished job")] = False,
+       keep_cache: Annotated[bool, typer.Option(
+           "--keep-cache", help="keep the worker's copy of the synced directory for the next sync")] = False,
+       ) -> None:
+    """Remove a job's record and its files on the worker.
+
+    With the last job from a directory goes the worker's spare copy of that
+    directory, unless --keep-cache.
+    """
     from .commands.rm import rm as remove
 
-    _done(remove(job, force))
+    _done(remove(job, force, keep_cache, every))
 
 
 @worker_app.command("register")
@@ -145,6 +155,14 @@ def worker_rm(name: str) -> None:
     from .commands.worker import rm as remove_worker
 
     _done(remove_worker(name))
+
+
+@worker_app.command("clean")
+def worker_clean(name: str) -> None:
+    """Remove all p keeps on a worker but its running jobs: finished jobs, workdirs, spare copies."""
+    from .commands.worker import clean
+
+    _done(clean(name))
 
 
 @worker_app.command("default")

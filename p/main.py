@@ -10,7 +10,8 @@ import traceback
 
 from .errors import PError
 
-RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach"}
+RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
+             "-y": "assume_yes", "--yes": "assume_yes"}
 VERBS = {"ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "help"}
 
 
@@ -20,13 +21,14 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
         return None
     split = argv.index("--")
     head, words = argv[:split], argv[split + 1:]
-    options: dict[str, object] = {"worker": None, "no_sync": False, "detach": False, "words": words}
+    options: dict[str, object] = {"worker": None, "no_sync": False, "detach": False, "assume_yes": False,
+                                  "words": words}
     for arg in head:
         if arg in RUN_FLAGS:
             options[RUN_FLAGS[arg]] = True
         elif arg == "--debug":
             continue
-        elif arg.startswith("-") and len(arg) > 2 and arg[1] != "-" and set(arg[1:]) <= {"n", "d"}:
+        elif arg.startswith("-") and len(arg) > 2 and arg[1] != "-" and set(arg[1:]) <= {"n", "d", "y"}:
             for letter in arg[1:]:
                 options[RUN_FLAGS["-" + letter]] = True
         elif arg.startswith("-") or arg in VERBS or options["worker"] is not None:
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             from .commands.run import run
 
             return run(options["worker"], options["words"],  # type: ignore[arg-type]
-                       no_sync=bool(options["no_sync"]), detach=bool(options["detach"]))
+                       no_sync=bool(options["no_sync"]), detach=bool(options["detach"]),
+                       assume_yes=bool(options["assume_yes"]))
         ls_options = parse_ls(argv)
         if ls_options is not None:
             from .commands.ls import ls

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from p_protocol import JOB_ID_RE, SHORT_ID_LEN, State
+from p_protocol import JOB_ID_RE, SHORT_ID_LEN, SPARE_KEY_RE, State
 
 from . import paths
 from .errors import PError
@@ -43,11 +43,11 @@ class JobRecord:
     """One job as the client knows it; a plain class for startup time."""
 
     FIELDS = ("id", "worker", "cwd", "command", "status", "exit_code", "started_at", "ended_at",
-              "synced", "checked_at")
+              "synced", "checked_at", "spare")
 
     def __init__(self, id: str, worker: str, cwd: str, command: str, status: str = State.RUNNING.value,
                  exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
-                 synced: bool = True, checked_at: float = 0.0) -> None:
+                 synced: bool = True, checked_at: float = 0.0, spare: str | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -59,6 +59,8 @@ class JobRecord:
         self.synced = synced
         # The last time the worker told us this job's state (client clock).
         self.checked_at = checked_at
+        # Names the worker's spare copy of the synced directory (Op.PREPARE).
+        self.spare = spare
 
     @property
     def short_id(self) -> str:
@@ -76,6 +78,8 @@ class JobRecord:
         record = cls(**{k: v for k, v in data.items() if k in cls.FIELDS})
         if not JOB_ID_RE.match(record.id):
             raise ValueError("malformed id")
+        if record.spare is not None and not SPARE_KEY_RE.match(record.spare):
+            raise ValueError("malformed spare key")
         State(record.status)
         return record
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from .ssh import Transport
 # `.gitignore` files at every level apply; `.git/` itself is kept because
 # builds read the commit or the latest tag from it.
 PUSH_FILTER = ["--filter=:- .gitignore"]
+# Narrows a listing to the names `_looks_secret` judges.
+SENSITIVE_FILTER = ["--include=*/", "--include=.ssh/**", "--include=*.pem", "--include=.env",
+                    "--include=id_*", "--exclude=*"]
 PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+\d+%")
 TOTAL_RE = re.compile(rb"^Total transferred file size: ([\d,]+)", re.MULTILINE)
 NO_RSYNC = "rsync is not installed here; install it (e.g. `apt install rsync`)"
@@ -23,6 +27,34 @@ def remote_spec(transport: Transport, path: str) -> str:
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address
     return f"{user}{at}{host}:{path}"
+
+
+def sensitive_files(source_dir: str) -> list[str]:
+    """What a push of ``source_dir`` would send that looks like credentials
+    (relative paths): rsync itself lists it, with the push's own filter."""
+    argv = ["rsync", "-a", "-m", "--list-only", *PUSH_FILTER, *SENSITIVE_FILTER, "--", source_dir.rstrip("/") + "/"]
+    try:
+        listing = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True).stdout
+    except FileNotFoundError:
+        raise PError(NO_RSYNC) from None
+    found = []
+    for line in listing.decode(errors="replace").splitlines():
+        fields = line.split(None, 4)
+        if len(fields) < 5 or line[0] not in "-l":
+            continue  # directories, devices
+        name = fields[4].split(" -> ")[0] if line[0] == "l" else fields[4]
+        if _looks_secret(name):
+            found.append(name)
+    return sorted(found)
+
+
+def _looks_secret(name: str) -> bool:
+    """Names that usually hold credentials: anything under a `.ssh/`
+    directory, `*.pem`, `.env`, and private keys `id_*` (with no extension:
+    `id_rsa.pub` and `id_map.py` are not)."""
+    base = posixpath.basename(name)
+    return ("/.ssh/" in f"/{name}" or base.endswith(".pem") or base == ".env"
+            or (base.startswith("id_") and "." not in base))
 
 
 def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool) -> None:

@@ -62,7 +62,8 @@ class Op(str, Enum):
     LOGS = "logs"  # {id, offset, follow} -> {size}, then raw bytes until EOF
     STOP = "stop"  # {id, grace} -> {job}
     INTERRUPT = "interrupt"  # {id} -> {}: SIGINT to the job's process group (Ctrl+C off a terminal)
-    REMOVE = "remove"  # {id, force} -> {}: job dir, workdir, session
+    REMOVE = "remove"  # {id, force, spare?} -> {}: job dir, workdir, session; the spare copy if named
+    CLEAN = "clean"  # {} -> {jobs, workdirs, spares}: all but running jobs' files, every spare
     RESOLVE = "resolve"  # {id, path} -> {path, is_dir}: a path inside the workdir
     WORKDIRS = "workdirs"  # {ids: [..]} -> {present: [..]}: which workdirs exist
 

@@ -200,6 +200,23 @@ def test_no_ssh_chatter_after_an_attach(screen: Screen) -> None:
     assert "Shared connection" not in after and "closed." not in after
 
 
+def test_syncing_what_looks_secret_asks_once(screen: Screen) -> None:
+    (screen.p.workdir / ".env").write_text("TOKEN=x\n")
+    refused = screen.start("--", "echo ran")
+    screen.wait_for(refused, r"\.env.*\[y/N\]")
+    screen.keys(refused, "n", "Enter")
+    assert "nothing synced" in screen.wait_for(refused, r"p-exit=1")
+    accepted = screen.start("--", "cat .env")
+    screen.wait_for(accepted, r"\[y/N\]")
+    screen.keys(accepted, "y", "Enter")
+    assert "TOKEN=x" in screen.wait_for(accepted, r"--- Job done \[exit 0\]")
+    screen.keys(accepted, "x")
+    screen.wait_for(accepted, r"p-exit=0")
+    again = screen.start("--", "echo again")
+    shown = screen.wait_for(again, r"--- Job done \[exit 0\]")
+    assert "[y/N]" not in shown
+
+
 def test_attach_works_from_a_terminal_the_worker_does_not_know(screen: Screen) -> None:
     window = screen.start("--", "echo $TERM; [ -t 0 ] && [ -t 1 ] && echo on-a-tty", term="p-unknown-terminal")
     shown = screen.wait_for(window, r"--- Job done \[exit 0\]")

@@ -303,9 +303,9 @@ def test_help_is_a_verb(p1: PClient) -> None:
     assert top.returncode == 0, top.stderr
     assert "Usage: p" in top.stdout and "attach" in top.stdout and "worker" in top.stdout
     rm = p1("help", "rm")
-    assert rm.returncode == 0 and "--force" in rm.stdout
-    register = p1("help", "worker", "register")
-    assert register.returncode == 0 and "Usage: p worker register" in register.stdout
+    assert rm.returncode == 0 and "--keep-cache" in rm.stdout
+    clean = p1("help", "worker", "clean")
+    assert clean.returncode == 0 and "Usage: p worker clean" in clean.stdout
     assert "no such command" in one_line_error(p1("help", "nosuch"))
 
 

@@ -20,9 +20,10 @@ from p_protocol import ProtocolError, checked_job_id, session_name
 
 def test_parse_run_form() -> None:
     assert parse_run(["--", "make", "-j32"]) == {"worker": None, "no_sync": False, "detach": False,
-                                                  "words": ["make", "-j32"]}
+                                                  "assume_yes": False, "words": ["make", "-j32"]}
     assert parse_run(["beefy", "-nd", "--", "htop"]) == {"worker": "beefy", "no_sync": True, "detach": True,
-                                                         "words": ["htop"]}
+                                                         "assume_yes": False, "words": ["htop"]}
+    assert parse_run(["-dy", "--", "make"])["assume_yes"] is True  # type: ignore[index]
     assert parse_run(["ls"]) is None
     assert parse_run(["logs", "--", "x"]) is None  # a verb, not a worker
     assert parse_run(["--help", "--", "x"]) is None

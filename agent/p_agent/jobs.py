@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from shlex import quote
 from typing import Any
 
 from p_protocol import (
+    JOB_ID_RE,
     STOPPED_MARK,
     WORKER_NAME_RE,
     Layout,
@@ -28,6 +28,7 @@ from p_protocol import (
 )
 
 from . import scripts
+from .spares import Spares
 from .tmux import Tmux, escape_format
 
 COMMAND_IN_STATUS = 40
@@ -74,6 +75,10 @@ class Jobs:
     def __init__(self, layout: Layout, tmux: Tmux) -> None:
         self.layout = layout
         self.tmux = tmux
+        self.spares = Spares(layout, _rmtree)
+        # A job being started has a directory and no session yet: `clean`
+        # must not take it for a lost one.
+        self.starting = threading.Lock()
 
     def ensure_layout(self) -> None:
         for path in (self.layout.root, self.layout.bin_dir, self.layout.jobs_dir, self.layout.workdirs_dir,
@@ -84,79 +89,42 @@ class Jobs:
 
     # -- start -------------------------------------------------------------
 
-    def prepare(self, job_id: str, spare_key: str) -> bool:
-        """Create the job's workdir before the client syncs into it: the
-        spare copy of the last sync of the same directory when there is one
-        (a rename; rsync then only updates it), else an empty directory."""
-        workdir = self.layout.workdir(job_id)
-        spare = self.layout.spare(spare_key)
-        try:
-            os.rename(spare, workdir)
-            return True
-        except FileNotFoundError:
-            os.makedirs(workdir, mode=0o700, exist_ok=True)
-            return False
-
-    def make_spare(self, job_id: str, spare_key: str) -> None:
-        """Copy the freshly synced workdir, in the background and at low
-        priority, so the next job from the same directory starts from it.
-        A real copy, never hard links: jobs cannot change each other's files."""
-        spare = self.layout.spare(spare_key)
-        if os.path.exists(spare):
-            return
-        tmp = f"{spare}.tmp-{job_id[:8]}"
-
-        # Lowest CPU and I/O priority: the user's job comes first.
-        ionice = ["ionice", "-c", "3"] if shutil.which("ionice") else []
-
-        def copy() -> None:
-            result = subprocess.run(["nice", "-n", "19", *ionice, "cp", "-a", self.layout.workdir(job_id), tmp],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            try:
-                if result.returncode == 0 and not os.path.exists(spare):
-                    os.rename(tmp, spare)
-            except OSError:
-                pass
-            _rmtree(tmp)
-
-        threading.Thread(target=copy, daemon=True).start()
-
     def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int, *,
-          tty: bool, expect_client: bool) -> dict[str, Any]:
+              tty: bool, expect_client: bool) -> dict[str, Any]:
         """Start the job in a session of its own. ``tty``: the job gets the
         session's terminal (else no terminal at all, as `ssh host cmd` off
         one); ``expect_client``: a client is on its way to attach, so the
         "Job done" screen waits for it even if the job ends first."""
-        job_dir = self.layout.job_dir(job_id)
-        workdir = self.layout.workdir(job_id)
-        if os.path.exists(job_dir):
-            raise ProtocolError(f"job {job_id} exists already")
-        if not WORKER_NAME_RE.match(worker):
-            raise ProtocolError(f"malformed worker name {worker!r}")
-        os.makedirs(job_dir, mode=0o700)
-        # `p -n` syncs nothing: the job still gets its own (empty) workdir.
-        os.makedirs(workdir, mode=0o700, exist_ok=True)
-        session = session_name(job_id)
-        started_at = time.time()
-        write_file(os.path.join(job_dir, "cmd"), command)
-        write_file(os.path.join(job_dir, "cwd"), cwd)
-        write_file(os.path.join(job_dir, "worker"), worker)
-        write_file(os.path.join(job_dir, "started_at"), f"{started_at:.3f}")
-        write_file(os.path.join(job_dir, "tmux_session"), session)
-        write_file(os.path.join(job_dir, "output.log"), "")
-        write_file(os.path.join(job_dir, "run.sh"),
-                   scripts.run_sh(job_id, job_dir, workdir, self.layout.tmux_socket, tty=tty,
-                                  expect_client=expect_client))
-        write_file(os.path.join(job_dir, "status.sh"), scripts.status_sh(job_dir))
-        shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
-        shown = " ".join(shown.split())
-        status_cmd = "sh " + quote(os.path.join(job_dir, "status.sh"))
-        status_left = f"{session} {worker} {escape_format(shown)} #({escape_format(status_cmd)}) "
-        self.tmux.new_session(session, max(cols, 20), max(rows, 5), workdir,
-                              ["sh", os.path.join(job_dir, "run.sh")], status_left,
-                              "exec cat >> " + quote(os.path.join(job_dir, "output.log")))
-        return self.view(job_id, {session})  # type: ignore[return-value]
+        with self.starting:
+            job_dir = self.layout.job_dir(job_id)
+            workdir = self.layout.workdir(job_id)
+            if os.path.exists(job_dir):
+                raise ProtocolError(f"job {job_id} exists already")
+            if not WORKER_NAME_RE.match(worker):
+                raise ProtocolError(f"malformed worker name {worker!r}")
+            os.makedirs(job_dir, mode=0o700)
+            # `p -n` syncs nothing: the job still gets its own (empty) workdir.
+            os.makedirs(workdir, mode=0o700, exist_ok=True)
+            session = session_name(job_id)
+            started_at = time.time()
+            write_file(os.path.join(job_dir, "cmd"), command)
+            write_file(os.path.join(job_dir, "cwd"), cwd)
+            write_file(os.path.join(job_dir, "worker"), worker)
+            write_file(os.path.join(job_dir, "started_at"), f"{started_at:.3f}")
+            write_file(os.path.join(job_dir, "tmux_session"), session)
+            write_file(os.path.join(job_dir, "output.log"), "")
+            write_file(os.path.join(job_dir, "run.sh"),
+                       scripts.run_sh(job_id, job_dir, workdir, self.layout.tmux_socket, tty=tty,
+                                      expect_client=expect_client))
+            write_file(os.path.join(job_dir, "status.sh"), scripts.status_sh(job_dir))
+            shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
+            shown = " ".join(shown.split())
+            status_cmd = "sh " + quote(os.path.join(job_dir, "status.sh"))
+            status_left = f"{session} {worker} {escape_format(shown)} #({escape_format(status_cmd)}) "
+            self.tmux.new_session(session, max(cols, 20), max(rows, 5), workdir,
+                                  ["sh", os.path.join(job_dir, "run.sh")], status_left,
+                                  "exec cat >> " + quote(os.path.join(job_dir, "output.log")))
+            return self.view(job_id, {session})  # type: ignore[return-value]
 
     # -- inspect -----------------------------------------------------------
 
@@ -256,7 +224,9 @@ class Jobs:
             time.sleep(delay)
         return self.finished(job_id)
 
-    def remove(self, job_id: str, force: bool) -> None:
+    def remove(self, job_id: str, force: bool, spare_key: str | None = None) -> None:
+        """The job's session, directory and workdir; with ``spare_key``, also
+        that directory's spare copy (its last job is gone)."""
         job = self.view(job_id)
         if job is not None and job["state"] == State.RUNNING.value:
             if not force:
@@ -265,6 +235,28 @@ class Jobs:
         self.tmux.kill_session(session_name(job_id))
         for path in (self.layout.workdir(job_id), self.layout.job_dir(job_id)):
             _rmtree(path)
+        if spare_key is not None:
+            self.spares.drop(spare_key)
+
+    def clean(self) -> dict[str, Any]:
+        """Everything but running jobs: finished job dirs, workdirs without a
+        running job, every spare copy."""
+        running = set()
+        removed = []
+        with self.starting:
+            sessions = self.tmux.sessions()
+            for job_id in _job_ids(self.layout.jobs_dir):
+                job = self.view(job_id, sessions)
+                if job is not None and job["state"] == State.RUNNING.value:
+                    running.add(job_id)
+                else:
+                    self.tmux.kill_session(session_name(job_id))  # a "Job done" screen, if any
+                    _rmtree(self.layout.job_dir(job_id))
+                    removed.append(job_id)
+        workdirs = [job_id for job_id in _job_ids(self.layout.workdirs_dir) if job_id not in running]
+        for job_id in workdirs:
+            _rmtree(self.layout.workdir(job_id))
+        return {"jobs": removed, "workdirs": len(workdirs), "spares": self.spares.drop()}
 
     def resolve(self, job_id: str, path: str) -> tuple[str, bool]:
         """A path inside the job's workdir, symlinks resolved; refuse escapes."""
@@ -322,6 +314,14 @@ def _pgid(job_dir: str) -> int | None:
         return None
     # Never signal our own group or init's, whatever the file says.
     return pgid if pgid and pgid > 1 and pgid != os.getpgid(0) else None
+
+
+def _job_ids(directory: str) -> list[str]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [name for name in names if JOB_ID_RE.match(name)]
 
 
 def _rmtree(path: str) -> None:

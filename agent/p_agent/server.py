@@ -62,7 +62,8 @@ class Agent:
             return ok(version=VERSION, protocol=PROTOCOL, home=os.path.expanduser("~"),
                       shell=os.environ.get("SHELL", "/bin/sh"))
         if op is Op.PREPARE:
-            return ok(reused=jobs.prepare(checked_job_id(request.get("id")), _text(request, "spare")))
+            job_id = checked_job_id(request.get("id"))
+            return ok(reused=jobs.spares.take(_text(request, "spare"), jobs.layout.workdir(job_id)))
         if op is Op.START:
             job_id = checked_job_id(request.get("id"))
             job = jobs.start(
@@ -76,7 +77,7 @@ class Agent:
                 expect_client=bool(request.get("attach")),
             )
             if request.get("spare"):
-                jobs.make_spare(job_id, _text(request, "spare"))
+                jobs.spares.copy_from(_text(request, "spare"), jobs.layout.workdir(job_id), job_id)
             return ok(job=job)
         if op is Op.STATUS:
             ids = [checked_job_id(job_id) for job_id in request.get("ids") or []]
@@ -94,8 +95,11 @@ class Agent:
             jobs.interrupt(checked_job_id(request.get("id")))
             return ok()
         if op is Op.REMOVE:
-            jobs.remove(checked_job_id(request.get("id")), bool(request.get("force")))
+            spare = _text(request, "spare") if request.get("spare") is not None else None
+            jobs.remove(checked_job_id(request.get("id")), bool(request.get("force")), spare)
             return ok()
+        if op is Op.CLEAN:
+            return ok(**jobs.clean())
         if op is Op.RESOLVE:
             path, is_dir = jobs.resolve(checked_job_id(request.get("id")), _text(request, "path"))
             return ok(path=path, is_dir=is_dir)

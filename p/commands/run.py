@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sys
@@ -11,18 +12,19 @@ import time
 from p_protocol import Op, State
 
 from .. import link as link_module
-from .. import output, sync
+from .. import output, paths, sync
 from ..agent_client import AgentRefused
 from ..errors import PError
+from ..fsutil import atomic_write
 from ..link import Link
 from ..reconcile import apply
 from ..store import JobRecord, Store, new_job_id
 from .attach import attach_session
 
 
-def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool) -> int:
+def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool) -> int:
     if not words:
-        raise PError("nothing to run; usage: p [worker] [-n] [-d] -- <command>")
+        raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>")
     # As ssh does: the words are joined with spaces for the login shell.
     command = " ".join(words)
     cwd = os.getcwd()
@@ -31,10 +33,10 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     worker = link.worker.name
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), command=command,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time())
-    spare = None
     if not no_sync:
-        spare = _spare_key(cwd)
-        reused = link.agent.request(Op.PREPARE, id=record.id, spare=spare)["reused"]
+        _confirm_sensitive(cwd, worker, assume_yes)
+        record.spare = _spare_key(cwd)
+        reused = link.agent.request(Op.PREPARE, id=record.id, spare=record.spare)["reused"]
         try:
             sync.push(link.transport, cwd, link.layout.workdir(record.id),
                       None if reused else _previous_workdir(link, store, record), exact=reused)
@@ -53,7 +55,8 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     try:
         view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
-                                  cols=cols, rows=rows, tty=tty, attach=tty and not detach, spare=spare)["job"]
+                                  cols=cols, rows=rows, tty=tty, attach=tty and not detach,
+                                  spare=record.spare)["job"]
     except AgentRefused:
         store.delete(record.id)  # refused: nothing runs
         raise
@@ -101,6 +104,43 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     if record.state is State.LOST:
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
+
+
+def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool) -> None:
+    """Syncing what looks like credentials takes a yes: asked on a terminal
+    (once for a set of such files in a directory), `--yes` off one."""
+    found = sync.sensitive_files(cwd)
+    if not found or assume_yes:
+        return
+    allowed = _allowed_sensitive()
+    if set(found) <= set(allowed.get(cwd, [])):
+        return  # agreed to before, and nothing new since
+    shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise PError(f"{output.display_cwd(cwd)} holds files that look secret and no .gitignore excludes: "
+                     f"{shown}; exclude them in .gitignore, run with -n, or pass --yes to sync them")
+    print(f"p: sync files that look secret to {worker}? {shown} (no .gitignore excludes them) [y/N] ",
+          end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise PError("nothing synced, nothing run; exclude those files in .gitignore or run with -n")
+    allowed[cwd] = found
+    atomic_write(_allowed_sensitive_file(), json.dumps(allowed))
+
+
+def _allowed_sensitive_file() -> str:
+    return os.path.join(paths.data_dir(), "sensitive-ok.json")
+
+
+def _allowed_sensitive() -> dict[str, list[str]]:
+    """Per directory, the files that look secret which the user agreed to sync."""
+    try:
+        with open(_allowed_sensitive_file()) as src:
+            data = json.load(src)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {cwd: names for cwd, names in data.items() if isinstance(names, list)}
 
 
 def _spare_key(cwd: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from p_protocol import VERSION, WORKER_NAME_RE, State
+from p_protocol import VERSION, WORKER_NAME_RE, Op, State
 
 from .. import config as config_module
 from .. import link as link_module
@@ -96,6 +96,24 @@ def rm(name: str) -> int:
     config_module.save(config)
     now = f"; the default is now {config.default_worker}" if config.default_worker else ""
     output.say(f"p: removed worker {name}{now}")
+    return 0
+
+
+def clean(name: str) -> int:
+    """Everything p keeps on a worker but its running jobs: finished jobs'
+    directories, workdirs, every spare copy; and the records of those jobs."""
+    store = Store()
+    link = link_module.connect(name)
+    try:
+        removed = link.agent.request(Op.CLEAN, blocking=True)
+    finally:
+        link.close()
+    known = {record.id for record in store.all()}
+    for job_id in removed["jobs"]:
+        if job_id in known:
+            store.delete(job_id)
+    output.say(f"p: cleaned worker {name}: removed {len(removed['jobs'])} finished job(s), "
+               f"{removed['workdirs']} workdir(s) and {removed['spares']} spare copy(ies); running jobs kept")
     return 0
 
 
