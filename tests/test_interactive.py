@@ -154,7 +154,8 @@ def test_sync_progress_has_one_total_and_a_speed(screen: Screen) -> None:
     (shim / "rsync").chmod(0o755)
     p.env["PATH"] = f"{shim}:{p.env['PATH']}"
     window = screen.start("--", "echo synced-and-ran")
-    bar = re.compile(r"syncing to w1 .*?[\d.]+/([\d.]+ \w+)\s+(\S+)")
+    # Whole lines only (up to the ETA): a capture may catch one half drawn.
+    bar = re.compile(r"syncing to w1 .*?[\d.]+/([\d.]+ \w?B) +(\?|[\d.]+ \w?B/s) +(?:-:--:--|\d+:\d\d:\d\d)")
     totals, speeds = set(), []
 
     def synced() -> bool:
