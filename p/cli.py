@@ -64,7 +64,7 @@ def ls_cmd(
 
 @app.command()
 def attach(job: JobArg) -> None:
-    """Re-attach to a running job's tmux session."""
+    """Re-attach to a job's tmux session; for one that ended unwatched, print its output and status."""
     from .commands.attach import attach as attach_job
 
     _done(attach_job(job))

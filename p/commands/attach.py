@@ -1,4 +1,5 @@
-"""`p attach <id>`: back into a running job's tmux session."""
+"""`p attach <id>`: back into a job's tmux session, or, when the job ended with
+nobody attached (its session closed), its output and how it ended."""
 
 from __future__ import annotations
 
