@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from p_protocol import PROTOCOL, VERSION, Op, ProtocolError, decode, encode
+from p_protocol import PROTOCOL, VERSION, ProtocolError
+from p_protocol.wire import MAX_LINE, Op, check_reply, decode, encode, request
 
 from .errors import LINK_LOST, PError
 
@@ -32,14 +33,16 @@ class AgentClient:
         self.timeout = timeout
         self.conn, self.reader = self._open()
         try:
-            hello = self._exchange({"op": Op.HELLO.value}, timeout)
+            hello = self._exchange(Op.HELLO, {}, timeout, check=False)
+            if hello.get("version") != VERSION or hello.get("protocol") != PROTOCOL:
+                # Another build: its messages may have other shapes.
+                raise AgentGone(f"agent {str(hello.get('version'))[:40]!r} answered, {VERSION} wanted")
+            hello = self._checked(Op.HELLO, hello)
         except (PError, AgentGone):
             self.close()
             raise
-        if hello.get("version") != VERSION or hello.get("protocol") != PROTOCOL:
-            self.close()
-            raise AgentGone(f"agent {hello.get('version')} answered, {VERSION} wanted")
         self.home: str = hello["home"]
+        self.engine: str = hello["engine"]
 
     def _open(self) -> tuple[socket.socket, Any]:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -55,11 +58,12 @@ class AgentClient:
         self.reader.close()
         self.conn.close()
 
-    def _exchange(self, message: dict[str, Any], timeout: float | None = CONNECT_TIMEOUT) -> dict[str, Any]:
+    def _exchange(self, op: Op, fields: dict[str, Any], timeout: float | None, *,
+                  check: bool = True) -> dict[str, Any]:
         self.conn.settimeout(timeout)
         try:
-            self.conn.sendall(encode(message))
-            line = self.reader.readline()
+            self.conn.sendall(encode(request(op, **fields)))
+            line = self.reader.readline(MAX_LINE + 1)
         except (TimeoutError, socket.timeout):
             raise PError(f"worker {self.worker}'s agent did not answer in time; "
                          "check the link and retry") from None
@@ -71,14 +75,21 @@ class AgentClient:
             reply = decode(line)
         except ProtocolError as exc:
             raise PError(f"worker {self.worker} sent a malformed reply: {exc}") from None
-        if not reply.get("ok"):
-            raise AgentRefused(f"worker {self.worker}: {reply.get('error', 'request refused')}")
-        return reply
+        if reply.get("ok") is not True:
+            raise AgentRefused(f"worker {self.worker}: {_refusal(reply)}")
+        return self._checked(op, reply) if check else reply
+
+    def _checked(self, op: Op, reply: dict[str, Any]) -> dict[str, Any]:
+        """The reply held to its declaration (p_protocol.wire.SPECS)."""
+        try:
+            return check_reply(op, reply)
+        except ProtocolError as exc:
+            raise PError(f"worker {self.worker} sent a malformed reply: {exc}") from None
 
     def request(self, op: Op, *, blocking: bool = False, **fields: Any) -> dict[str, Any]:
         """One request and its reply; ``blocking`` ones may take forever."""
         try:
-            return self._exchange({"op": op.value, **fields}, None if blocking else self.timeout * 4)
+            return self._exchange(op, fields, None if blocking else self.timeout * 4)
         except AgentGone:
             raise PError(f"lost the connection to worker {self.worker}; jobs keep running there, "
                          "`p ls` shows their state once it is back", exit_code=LINK_LOST) from None
@@ -96,13 +107,14 @@ class AgentClient:
             raise lost from None
         try:
             conn.settimeout(None if follow else self.timeout * 4)
-            conn.sendall(encode({"op": Op.LOGS.value, "id": job_id, "offset": offset, "follow": follow}))
-            header = reader.readline()
+            conn.sendall(encode(request(Op.LOGS, id=job_id, offset=offset, follow=follow)))
+            header = reader.readline(MAX_LINE + 1)
             if not header:
                 raise lost
             reply = decode(header)
-            if not reply.get("ok"):
-                raise AgentRefused(f"worker {self.worker}: {reply.get('error')}")
+            if reply.get("ok") is not True:
+                raise AgentRefused(f"worker {self.worker}: {_refusal(reply)}")
+            self._checked(Op.LOGS, reply)
             while True:
                 data = reader.read1(CHUNK)
                 if not data:
@@ -113,3 +125,11 @@ class AgentClient:
         finally:
             reader.close()
             conn.close()
+
+
+def _refusal(reply: dict[str, Any]) -> str:
+    """The agent's reason, as one line of printable text."""
+    text = reply.get("error")
+    if not isinstance(text, str) or not text:
+        return "request refused"
+    return "".join(c if c.isprintable() else "?" for c in text[:400])

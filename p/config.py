@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from p_protocol import WORKER_NAME_RE
+from p_protocol import ENGINES, WORKER_NAME_RE
 
 from . import paths
 from .errors import PError
@@ -25,17 +25,19 @@ if TYPE_CHECKING:
 # a tenth of its time.
 class Worker:
     def __init__(self, name: str, connection: str, ssh_config: str | None = None,
-                 ssh_options: list[str] | None = None) -> None:
+                 ssh_options: list[str] | None = None, engine: str | None = None) -> None:
         self.name = name
         self.connection = connection
         # Handed to ssh and rsync as `-F`: OpenSSH reads ~/.ssh/config from the
         # passwd entry's home, not $HOME, so an explicit file must be passable.
         self.ssh_config = ssh_config
         self.ssh_options = ssh_options or []
+        # What runs its jobs (p_protocol.ENGINES); None: the first, tmux.
+        self.engine = engine
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "connection": self.connection, "ssh_config": self.ssh_config,
-                "ssh_options": self.ssh_options}
+                "ssh_options": self.ssh_options, "engine": self.engine}
 
 
 class Config:
@@ -148,8 +150,11 @@ def _from_dict(data: Any, path: str) -> Config:
             raise bad(f"worker name {name!r} is missing or not a plain name")
         if not isinstance(connection, str) or not connection:
             raise bad(f"worker {name!r} has no connection string")
+        engine = _opt_str(entry, "engine", bad)
+        if engine is not None and engine not in ENGINES:
+            raise bad(f"worker {name!r}: engine must be one of {', '.join(ENGINES)}")
         workers.append(Worker(name, connection, _opt_str(entry, "ssh_config", bad),
-                              _str_list(entry, "ssh_options", bad)))
+                              _str_list(entry, "ssh_options", bad), engine))
     default = data.get("default_worker")
     if default is not None and not isinstance(default, str):
         raise bad("default_worker must be a worker name")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-from p_protocol import VERSION, Layout
+from p_protocol import VERSION
+from p_protocol.layout import Layout
 
 from . import config as config_module
 from .agent_client import AgentClient, AgentGone

@@ -9,10 +9,7 @@ import sys
 import traceback
 
 from .errors import PError
-
-RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
-             "-y": "assume_yes", "--yes": "assume_yes"}
-VERBS = {"ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "help"}
+from .verbs import RUN_FLAGS, VERBS
 
 
 def parse_run(argv: list[str]) -> dict[str, object] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from p_protocol import State
+from p_protocol.states import State
 
 from .store import JobRecord
 from .table import duration
@@ -20,6 +20,20 @@ def display_cwd(path: str) -> str:
     if path == home or path.startswith(home.rstrip("/") + "/"):
         return "~" + path[len(home.rstrip("/")):]
     return path
+
+
+def seconds(record: JobRecord, now: float) -> float | None:
+    """How long the job ran, or has run so far; None when nobody knows."""
+    if record.ended_at is not None:
+        return record.ended_at - record.started_at
+    if record.status == State.RUNNING.value:
+        return now - record.started_at
+    return None
+
+
+def job_json(record: JobRecord, now: float) -> dict[str, object]:
+    """A job as every `--json` output shows it (one shape for all verbs)."""
+    return {**record.to_dict(), "short_id": record.short_id, "duration": seconds(record, now)}
 
 
 def status_text(record: JobRecord) -> str:

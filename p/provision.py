@@ -9,7 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from shlex import quote
 
-from p_protocol import VERSION
+from p_protocol import ENGINES, VERSION
+from p_protocol.layout import Layout
 
 from . import artifacts
 from .artifacts import Artifact
@@ -31,17 +32,17 @@ done
 # Then the installed agents. Creating ~/.p here too saves a round trip later.
 PROBE_SH = FACTS_SH + """\
 umask 077
-mkdir -p "$HOME/.p/bin" "$HOME/.p/run" "$HOME/.p/tmp" "$HOME/.p/jobs" "$HOME/.p/workdirs" || exit 1
-chmod 700 "$HOME/.p" "$HOME/.p/run"
-cd "$HOME/.p/bin" || exit 1
+mkdir -p "{bin}" "{run}" "{tmp}" "{jobs}" "{workdirs}" || exit 1
+chmod 700 "{root}" "{run}"
+cd "{bin}" || exit 1
 for name in {names}; do
     [ -f "$name" ] || continue
     sum=$( (sha256sum "$name" || shasum -a 256 "$name") 2>/dev/null | cut -d' ' -f1)
     [ -n "$sum" ] || sum=$(cat "$name.sha256" 2>/dev/null)
     echo "sha:$name=$sum"
 done
-pid=$(cat "$HOME/.p/run/agent-{version}.pid" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "$HOME/.p/run/agent-{version}.sock" ]; then
+pid=$(cat "{pidfile}" 2>/dev/null)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "{socket}" ]; then
     echo running=1
 fi
 """
@@ -52,7 +53,7 @@ fi
 # complete (see agent/p_agent/unpack.py); the first start from the binary
 # makes that copy, and a copy that fails to start is made again.
 START_SH = """\
-cd "$HOME/.p/bin" || exit 1
+cd "{bin}" || exit 1
 upload={upload}
 name={name}
 lib={lib}
@@ -63,9 +64,9 @@ if [ -n "$upload" ]; then
     fi
     chmod 700 "$upload" && mv -f "$upload" "$name" && echo {sha} > "$name.sha256" || exit 1
 fi
-for pidfile in "$HOME"/.p/run/agent-*.pid; do
+for pidfile in "{run}"/agent-*.pid; do
     [ -f "$pidfile" ] || continue
-    if [ "$pidfile" = "$HOME/.p/run/agent-{version}.pid" ] && [ -z "$upload" ] && [ -z {restart} ]; then
+    if [ "$pidfile" = "{pidfile}" ] && [ -z "$upload" ] && [ -z {restart} ]; then
         continue
     fi
     pid=$(cat "$pidfile" 2>/dev/null)
@@ -74,19 +75,28 @@ for pidfile in "$HOME"/.p/run/agent-*.pid; do
     n=0
     while kill -0 "$pid" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 done
-for dir in "$HOME"/.p/lib/*; do
+for dir in "{lib_dir}"/*; do
     [ -e "$dir" ] && [ "$dir" != "$lib" ] && rm -rf "$dir"
 done
-export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="$HOME/.p/tmp"
+export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="{tmp}"
 if [ -n "$lib" ]; then
-    if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ] && "$lib/p-agent" serve --detach; then
+    if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ] && "$lib/p-agent" serve --detach --engine {engine}; then
         exit 0
     fi
     rm -rf "$lib"
-    exec "$HOME/.p/bin/$name" serve --detach --unpack-to "$lib" --sha256 {sha}
+    exec "{bin}/$name" serve --detach --engine {engine} --unpack-to "$lib" --sha256 {sha}
 fi
-exec {launcher} "$HOME/.p/bin/$name" serve --detach
+exec {launcher} "{bin}/$name" serve --detach --engine {engine}
 """
+
+
+def _paths() -> dict[str, str]:
+    """The worker's layout (p_protocol.layout), for the snippets above: each
+    path is used inside double quotes there, where $HOME expands."""
+    remote = Layout("$HOME/.p")
+    return {"root": remote.root, "bin": remote.bin_dir, "run": remote.run_dir, "tmp": remote.tmp_dir,
+            "jobs": remote.jobs_dir, "workdirs": remote.workdirs_dir, "lib_dir": remote.lib_dir,
+            "pidfile": remote.agent_pidfile(), "socket": remote.agent_socket()}
 
 
 @dataclass
@@ -104,7 +114,7 @@ class WorkerFacts:
 def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True) -> WorkerFacts:
     """The worker's facts; with ``agents``, also its installed agents."""
     names = " ".join(quote(f"p-agent-{VERSION}{suffix}") for suffix in ("", ".pyz"))
-    script = PROBE_SH.format(names=names, version=VERSION) if agents else FACTS_SH
+    script = PROBE_SH.format(names=names, **_paths()) if agents else FACTS_SH
     output = transport.run_script(script, timeout=timeout)
     facts: dict[str, str] = {}
     installed: dict[str, str] = {}
@@ -147,10 +157,12 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
     upload = "" if up_to_date else _upload(transport, artifact)
     launcher = "python3" if artifact.kind == "zipapp" else ""
     # Named by the binary's sha256 (hex, so safe unquoted inside the quotes).
-    lib = f'"$HOME/.p/lib/{artifact.sha256[:16]}"' if artifact.kind == "binary" else '""'
-    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib,
-                             sha=quote(artifact.sha256), version=VERSION,
-                             restart=quote("1" if restart else ""), launcher=launcher)
+    paths = _paths()
+    lib = f'"{paths["lib_dir"]}/{artifact.sha256[:16]}"' if artifact.kind == "binary" else '""'
+    engine = quote(transport.worker.engine or ENGINES[0])
+    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib, engine=engine,
+                             sha=quote(artifact.sha256), restart=quote("1" if restart else ""),
+                             launcher=launcher, **paths)
     transport.run_script(script, timeout=120.0)
     return artifact
 
@@ -162,7 +174,8 @@ def _upload(transport: Transport, artifact: Artifact) -> str:
         say(f"p: this install of p has no current p-agent binary for {artifact.arch} (`make agents` "
             f"builds them); {transport.worker.name} runs the agent from source with python3")
     # `cat > file` reads the same in every login shell, fish and csh included.
-    process = subprocess.Popen(transport.ssh_argv(f"cat > .p/bin/{upload}"),
+    # Relative to the login directory, the worker's home.
+    process = subprocess.Popen(transport.ssh_argv(f"cat > {Layout('.p').bin_dir}/{upload}"),
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert process.stdin is not None
     from .progress import Progress

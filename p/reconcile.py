@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-from p_protocol import Op, State
+from p_protocol.states import State
+from p_protocol.wire import Op
 
 from . import config as config_module
 from . import link as link_module
@@ -19,7 +20,7 @@ from . import output
 from .agent_client import AgentClient
 from .errors import PError
 from .ssh import Transport
-from .store import JobRecord, Store
+from .store import ACTIVE, UNKNOWN, JobRecord, Store
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
@@ -37,14 +38,14 @@ def apply(record: JobRecord, view: dict[str, Any] | None) -> JobRecord:
     started, ended = view.get("started_at"), view.get("ended_at")
     if started is not None and ended is not None:
         record.ended_at = record.started_at + max(0.0, float(ended) - float(started))
-    elif State(record.status).finished and record.ended_at is None:
+    elif record.finished and record.ended_at is None:
         record.ended_at = record.checked_at
     return record
 
 
 def _unknown(records: list[JobRecord]) -> list[JobRecord]:
     for record in records:
-        record.status = State.UNKNOWN.value
+        record.status = UNKNOWN
     return records
 
 
@@ -79,7 +80,7 @@ def _unreachable_mark(transport: Transport) -> str:
 
 
 def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
-    pending = [r for r in records if r.status in (State.RUNNING.value, State.UNKNOWN.value)]
+    pending = [r for r in records if r.status in ACTIVE]
     if not pending:
         return
     config = config_module.load()
@@ -99,7 +100,7 @@ def refresh_for_ls(store: Store, records: list[JobRecord], force: bool) -> None:
             agent = link_module.try_warm(transport, LS_TIMEOUT)
         except PError:
             agent = None  # a link that does not answer at once counts as absent
-        wanted = force or any(r.status == State.UNKNOWN.value for r in jobs)
+        wanted = force or any(r.status == UNKNOWN for r in jobs)
         if agent is None and wanted and (force or not _recently_unreachable(transport)):
             try:
                 agent = link_module.connect_cold(transport)

@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from p_protocol import JOB_ID_RE, SHORT_ID_LEN, SPARE_KEY_RE, State
+from p_protocol import JOB_ID_RE, SHORT_ID_LEN, SPARE_KEY_RE
+from p_protocol.states import State
 
 from . import paths
 from .errors import PError
@@ -27,7 +28,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
-ACTIVE = (State.RUNNING.value, State.UNKNOWN.value)
+# A client-only status: a running job no worker has told us about for a
+# while; it may have ended unseen. Agents send only p_protocol.states.
+UNKNOWN = "unknown"
+STATUSES = (*(state.value for state in State), UNKNOWN)
+ACTIVE = (State.RUNNING.value, UNKNOWN)
 INDEX_FORMAT = 1
 
 
@@ -67,8 +72,8 @@ class JobRecord:
         return self.id[:SHORT_ID_LEN]
 
     @property
-    def state(self) -> State:
-        return State(self.status)
+    def finished(self) -> bool:
+        return self.status not in ACTIVE
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -80,7 +85,8 @@ class JobRecord:
             raise ValueError("malformed id")
         if record.spare is not None and not SPARE_KEY_RE.match(record.spare):
             raise ValueError("malformed spare key")
-        State(record.status)
+        if record.status not in STATUSES:
+            raise ValueError(f"unknown status {record.status!r}")
         return record
 
 

@@ -9,13 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from p_agent.tmux import session_name
 
 from p.errors import PError
 from p.main import parse_run
 from p.output import LogWriter
 from p.ssh import split_connection
 from p.store import JobRecord, Store
-from p_protocol import ProtocolError, checked_job_id, session_name
+from p_protocol import ProtocolError, checked_job_id
 
 
 def test_parse_run_form() -> None:
@@ -103,3 +104,52 @@ def test_index_is_rebuilt_when_records_change_behind_its_back(store: Store) -> N
 def _touch(directory: str) -> None:
     mtime = os.stat(directory).st_mtime_ns + 1_000_000
     os.utime(directory, ns=(mtime, mtime))
+
+
+def test_the_typer_commands_are_the_verbs() -> None:
+    """p/verbs.py lists the verbs once: the fast path refuses them as worker
+    names and hands them to typer, so each must be a command there (`help`
+    is answered before typer parses anything)."""
+    import typer.main
+
+    from p import cli
+    from p.verbs import VERBS
+
+    commands = set(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
+    assert commands | {"help"} == set(VERBS)
+
+
+def test_every_request_has_one_handler_and_a_documented_row() -> None:
+    from p_agent.server import Agent
+
+    from p_protocol.wire import SPECS, Op, table
+
+    assert set(SPECS) == set(Op)
+    for op in Op:
+        assert callable(getattr(Agent, f"on_{op.value}", None)), op
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert table() in doc, "docs/protocol.md's table differs: paste `python3 -m p_protocol.wire` into it"
+
+
+def test_messages_are_held_to_their_declarations() -> None:
+    from p_protocol.wire import Op, check_reply, check_request, decode
+
+    job_id = "0123456789abcdef0123456789abcdef"
+    op, fields = check_request({"op": "stop", "id": job_id, "grace": 2})
+    assert op is Op.STOP and fields == {"id": job_id, "grace": 2}
+    for bad, says in (({"op": "stop", "id": job_id, "grace": 2, "graec": 1}, "unknown field 'graec'"),
+                      ({"op": "stop", "id": job_id}, "'grace' is missing"),
+                      ({"op": "stop", "id": "../x", "grace": 2}, "'id' must be a job id"),
+                      ({"op": "stop", "id": job_id, "grace": True}, "'grace' must be"),
+                      ({"op": "stpo"}, "unknown request")):
+        with pytest.raises(ProtocolError, match=says):
+            check_request(bad)
+    view = {"id": job_id, "state": "done", "started_at": 1.5, "ended_at": 2.5, "exit_code": 3, "attachable": False}
+    assert check_reply(Op.WAIT, {"job": view})["job"] == view
+    for field, value in (("state", "unknown"), ("started_at", "yesterday"), ("exit_code", 1.5)):
+        with pytest.raises(ProtocolError, match="'job' must be a job"):
+            check_reply(Op.WAIT, {"job": {**view, field: value}})
+    with pytest.raises(ProtocolError, match="not JSON"):
+        decode(b'{"ended_at": NaN}')
+    with pytest.raises(ProtocolError, match="'job' must be a job"):
+        check_reply(Op.WAIT, {"job": {**view, "ended_at": decode(b'{"x": 1e400}')["x"]}})

@@ -6,11 +6,8 @@ import argparse
 import os
 import sys
 
-from p_protocol import PROTOCOL, VERSION, Layout
-
-
-def default_home() -> str:
-    return os.environ.get("P_AGENT_HOME") or os.path.join(os.path.expanduser("~"), ".p")
+from p_protocol import ENGINES, PROTOCOL, VERSION
+from p_protocol.layout import Layout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve requests on ~/.p/run/agent-<version>.sock")
     serve.add_argument("--detach", action="store_true", help="run in the background")
-    serve.add_argument("--home", default=None, help="state directory (default ~/.p)")
+    serve.add_argument("--engine", choices=ENGINES, default=ENGINES[0], help="what runs the jobs")
     serve.add_argument("--unpack-to", default=None, metavar="DIR",
                        help="a frozen agent: also unpack itself to DIR for faster later starts")
     serve.add_argument("--sha256", default="", help="the sha256 of this binary, recorded in DIR")
@@ -39,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from .daemon import serve as serve_forever
 
     unpack_to = (args.unpack_to, args.sha256) if args.unpack_to and args.sha256 else None
-    return serve_forever(Layout(args.home or default_home()), args.detach, unpack_to)
+    return serve_forever(Layout(os.path.join(os.path.expanduser("~"), ".p")), args.engine, args.detach, unpack_to)
 
 
 def provenance() -> dict[str, str]:

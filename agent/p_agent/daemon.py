@@ -10,12 +10,11 @@ import sys
 import threading
 import time
 
-from p_protocol import Layout
+from p_protocol.layout import Layout
 
-from . import unpack
+from . import executor, unpack
 from .jobs import Jobs
 from .server import Agent, AgentServer
-from .tmux import Tmux
 
 IDLE_CHECK_SECONDS = 60.0
 STALE_UNPACK_SECONDS = 3600.0
@@ -63,13 +62,13 @@ def sweep_unpack_dirs(layout: Layout) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def serve(layout: Layout, detach: bool, unpack_to: tuple[str, str] | None = None) -> int:
-    """Serve until idle. ``unpack_to`` (directory, sha256 of this binary): a
-    frozen agent also unpacks itself there, before it reports ready, since
-    its bundle is deleted as soon as the launcher returns."""
+def serve(layout: Layout, engine: str, detach: bool, unpack_to: tuple[str, str] | None = None) -> int:
+    """Serve until idle, running jobs with ``engine``. ``unpack_to``
+    (directory, sha256 of this binary): a frozen agent also unpacks itself
+    there, before it reports ready, since its bundle is deleted as soon as
+    the launcher returns."""
     frozen = unpack.sources()  # restore_user_environment forgets the bundle
-    tmux = Tmux(layout)
-    jobs = Jobs(layout, tmux)
+    jobs = Jobs(layout, executor.make(engine, layout))
     jobs.ensure_layout()
     restore_user_environment()
     sweep_unpack_dirs(layout)

@@ -2,80 +2,32 @@
 
 The job directory (``~/.p/jobs/<id>/``) is the truth; the agent keeps no job
 state in memory, so a restarted or upgraded agent sees every job as it is.
+The engine (executor.py) runs the jobs; everything here is the same for any.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import stat
 import threading
 import time
-from collections.abc import Iterator
-from shlex import quote
+from collections.abc import Container
 from typing import Any
 
-from p_protocol import (
-    JOB_ID_RE,
-    STOPPED_MARK,
-    WORKER_NAME_RE,
-    Layout,
-    ProtocolError,
-    State,
-    job_view,
-    session_name,
-)
+from p_protocol import JOB_ID_RE, ProtocolError
+from p_protocol.layout import JobFile, Layout
+from p_protocol.states import State
 
-from . import scripts
+from .executor import Executor, JobStart
+from .files import ASK_ENGINE_EVERY, parse_float, poll_intervals, read_file, rmtree, write_file
 from .spares import Spares
-from .tmux import Tmux, escape_format
-
-COMMAND_IN_STATUS = 40
-# Waiters poll job files: quick at first, so a short job's end is seen within
-# milliseconds, slower for long jobs.
-POLL_FIRST = 0.01
-POLL_MAX = 0.25
-# Of those polls, one in this many also asks tmux whether the session is gone.
-ASK_TMUX_EVERY = 8
-
-
-def poll_intervals() -> Iterator[float]:
-    delay = POLL_FIRST
-    while True:
-        yield delay
-        delay = min(POLL_MAX, delay * 1.25)
-
-
-def write_file(path: str, text: str, mode: int = 0o600) -> None:
-    """Write atomically: readers see the old file or the whole new one."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
-def read_file(path: str) -> str | None:
-    try:
-        with open(path) as src:
-            return src.read()
-    except FileNotFoundError:
-        return None
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 class Jobs:
-    def __init__(self, layout: Layout, tmux: Tmux) -> None:
+    def __init__(self, layout: Layout, executor: Executor) -> None:
         self.layout = layout
-        self.tmux = tmux
-        self.spares = Spares(layout, _rmtree)
+        self.executor = executor
+        self.spares = Spares(layout, rmtree)
         # A job being started has a directory and no session yet: `clean`
         # must not take it for a lost one.
         self.starting = threading.Lock()
@@ -85,7 +37,7 @@ class Jobs:
                      self.layout.run_dir, self.layout.tmp_dir, self.layout.spares_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(self.layout.run_dir, 0o700)
-        self.tmux.write_conf()
+        self.executor.setup()
 
     # -- start -------------------------------------------------------------
 
@@ -100,68 +52,51 @@ class Jobs:
             workdir = self.layout.workdir(job_id)
             if os.path.exists(job_dir):
                 raise ProtocolError(f"job {job_id} exists already")
-            if not WORKER_NAME_RE.match(worker):
-                raise ProtocolError(f"malformed worker name {worker!r}")
             os.makedirs(job_dir, mode=0o700)
             # `p -n` syncs nothing: the job still gets its own (empty) workdir.
             os.makedirs(workdir, mode=0o700, exist_ok=True)
-            session = session_name(job_id)
-            started_at = time.time()
-            write_file(os.path.join(job_dir, "cmd"), command)
-            write_file(os.path.join(job_dir, "cwd"), cwd)
-            write_file(os.path.join(job_dir, "worker"), worker)
-            write_file(os.path.join(job_dir, "started_at"), f"{started_at:.3f}")
-            write_file(os.path.join(job_dir, "tmux_session"), session)
-            write_file(os.path.join(job_dir, "output.log"), "")
-            write_file(os.path.join(job_dir, "run.sh"),
-                       scripts.run_sh(job_id, job_dir, workdir, self.layout.tmux_socket, tty=tty,
-                                      expect_client=expect_client))
-            write_file(os.path.join(job_dir, "status.sh"), scripts.status_sh(job_dir))
-            shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
-            shown = " ".join(shown.split())
-            status_cmd = "sh " + quote(os.path.join(job_dir, "status.sh"))
-            status_left = f"{session} {worker} {escape_format(shown)} #({escape_format(status_cmd)}) "
-            self.tmux.new_session(session, max(cols, 20), max(rows, 5), workdir,
-                                  ["sh", os.path.join(job_dir, "run.sh")], status_left,
-                                  "exec cat >> " + quote(os.path.join(job_dir, "output.log")))
-            return self.view(job_id, {session})  # type: ignore[return-value]
+            for name, text in ((JobFile.COMMAND, command), (JobFile.CWD, cwd), (JobFile.WORKER, worker),
+                               (JobFile.STARTED_AT, f"{time.time():.3f}"), (JobFile.OUTPUT, "")):
+                write_file(os.path.join(job_dir, name), text)
+            self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
+                                         expect_client))
+            return self.view(job_id, {job_id})  # type: ignore[return-value]
 
     # -- inspect -----------------------------------------------------------
 
-    def view(self, job_id: str, sessions: set[str] | None = None) -> dict[str, Any] | None:
+    def view(self, job_id: str, alive: Container[str] | None = None) -> dict[str, Any] | None:
+        """The job as p_protocol.wire.JOB describes it; None if unknown here."""
         job_dir = self.layout.job_dir(job_id)
         if not os.path.isdir(job_dir):
             return None
-        if sessions is None:
-            sessions = self.tmux.sessions()
-        session_open = session_name(job_id) in sessions
-        started_at = _float(read_file(os.path.join(job_dir, "started_at")))
+        held = job_id in (self.executor.alive() if alive is None else alive)
+        started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
         exit_code, ended_at = _exit_status(job_dir)
         if exit_code is not None:
-            stopped = os.path.exists(os.path.join(job_dir, STOPPED_MARK))
+            stopped = os.path.exists(os.path.join(job_dir, JobFile.STOPPED))
             state = State.STOPPED if stopped else State.DONE
-        elif session_open:
+        elif held:
             state, ended_at = State.RUNNING, None
         else:
-            # No exit code and no session: the tmux server went away (worker
-            # rebooted, session killed by hand) before run.sh could record one.
+            # No exit code and the engine holds nothing: it went away (worker
+            # rebooted, session killed by hand) before the job's end was recorded.
             state, ended_at = State.LOST, None
-        return job_view(job_id, state=state, started_at=started_at, ended_at=ended_at,
-                        exit_code=exit_code, session_open=session_open)
+        return {"id": job_id, "state": state.value, "started_at": started_at, "ended_at": ended_at,
+                "exit_code": exit_code, "attachable": held}
 
     def views(self, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        sessions = self.tmux.sessions()
-        return {job_id: self.view(job_id, sessions) for job_id in job_ids}
+        alive = self.executor.alive()
+        return {job_id: self.view(job_id, alive) for job_id in job_ids}
 
     def finished(self, job_id: str) -> bool:
         return _exit_status(self.layout.job_dir(job_id))[0] is not None
 
-    def has_ended(self, job_id: str, *, ask_tmux: bool) -> bool:
-        """Finished, by its files; with ``ask_tmux``, also lost (no session
-        left), which costs a tmux process: pollers ask only now and then."""
+    def has_ended(self, job_id: str, *, ask_engine: bool) -> bool:
+        """Finished, by its files; with ``ask_engine``, also lost (the engine
+        holds it no more), which may cost a process: pollers ask now and then."""
         if self.finished(job_id):
             return True
-        if not ask_tmux:
+        if not ask_engine:
             return False
         job = self.view(job_id)
         return job is None or job["state"] != State.RUNNING.value
@@ -169,7 +104,7 @@ class Jobs:
     def wait(self, job_id: str) -> dict[str, Any] | None:
         """Block until the job has an exit code or is lost."""
         for count, delay in enumerate(poll_intervals()):
-            if self.has_ended(job_id, ask_tmux=count % ASK_TMUX_EVERY == 0):
+            if self.has_ended(job_id, ask_engine=count % ASK_ENGINE_EVERY == 0):
                 return self.view(job_id)
             time.sleep(delay)
         raise AssertionError("unreachable")
@@ -181,40 +116,30 @@ class Jobs:
         if job is None or job["state"] != State.RUNNING.value:
             return job
         job_dir = self.layout.job_dir(job_id)
-        mark = os.path.join(job_dir, STOPPED_MARK)
+        mark = os.path.join(job_dir, JobFile.STOPPED)
         write_file(mark, "")
         if self.finished(job_id):
             os.unlink(mark)  # it ended by itself just now: not stopped
             return self.view(job_id)
-        pgid = _pgid(job_dir)
-        for delay in poll_intervals():
-            # A job stopped the instant it starts may not have written it yet.
-            if pgid is not None or delay >= POLL_MAX:
+        for signum, wait_for in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            self.executor.signal(job_id, signum)
+            if self._wait_finished(job_id, wait_for):
                 break
-            time.sleep(delay)
-            pgid = _pgid(job_dir)
-        if pgid is not None:
-            for sig, wait_for in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(pgid, sig)
-                except ProcessLookupError:
-                    pass
-                if self._wait_finished(job_id, wait_for):
-                    break
         if not self.finished(job_id):
-            # Never started, or its run.sh is gone: record the stop ourselves.
-            write_file(os.path.join(job_dir, "exitcode"), f"{128 + signal.SIGTERM}\n")
-        self.tmux.kill_session(session_name(job_id))
+            # Never started, or its script is gone: record the stop ourselves.
+            write_file(os.path.join(job_dir, JobFile.EXIT_CODE), f"{128 + signal.SIGTERM}\n")
+        self.executor.close(job_id)
         return self.view(job_id)
 
     def interrupt(self, job_id: str) -> None:
         """What Ctrl+C does in an attached terminal, for a client that streams."""
-        pgid = _pgid(self.layout.job_dir(job_id))
-        if pgid is not None and not self.finished(job_id):
-            try:
-                os.killpg(pgid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+        if not self.finished(job_id):
+            self.executor.signal(job_id, signal.SIGINT)
+
+    def attach_argv(self, job_id: str) -> list[str] | None:
+        if not os.path.isdir(self.layout.job_dir(job_id)):
+            raise ProtocolError("no such job on this worker")
+        return self.executor.attach_argv(job_id)
 
     def _wait_finished(self, job_id: str, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -232,9 +157,9 @@ class Jobs:
             if not force:
                 raise ProtocolError("the job is running; stop it first or force")
             self.stop(job_id, grace=2.0)
-        self.tmux.kill_session(session_name(job_id))
+        self.executor.close(job_id)
         for path in (self.layout.workdir(job_id), self.layout.job_dir(job_id)):
-            _rmtree(path)
+            rmtree(path)
         if spare_key is not None:
             self.spares.drop(spare_key)
 
@@ -244,18 +169,18 @@ class Jobs:
         running = set()
         removed = []
         with self.starting:
-            sessions = self.tmux.sessions()
+            alive = self.executor.alive()
             for job_id in _job_ids(self.layout.jobs_dir):
-                job = self.view(job_id, sessions)
+                job = self.view(job_id, alive)
                 if job is not None and job["state"] == State.RUNNING.value:
                     running.add(job_id)
                 else:
-                    self.tmux.kill_session(session_name(job_id))  # a "Job done" screen, if any
-                    _rmtree(self.layout.job_dir(job_id))
+                    self.executor.close(job_id)  # a "Job done" screen, if any
+                    rmtree(self.layout.job_dir(job_id))
                     removed.append(job_id)
         workdirs = [job_id for job_id in _job_ids(self.layout.workdirs_dir) if job_id not in running]
         for job_id in workdirs:
-            _rmtree(self.layout.workdir(job_id))
+            rmtree(self.layout.workdir(job_id))
         return {"jobs": removed, "workdirs": len(workdirs), "spares": self.spares.drop()}
 
     def resolve(self, job_id: str, path: str) -> tuple[str, bool]:
@@ -276,11 +201,11 @@ class Jobs:
         return [job_id for job_id in job_ids if os.path.isdir(self.layout.workdir(job_id))]
 
     def log_path(self, job_id: str) -> str:
-        return os.path.join(self.layout.job_dir(job_id), "output.log")
+        return os.path.join(self.layout.job_dir(job_id), JobFile.OUTPUT)
 
     def log_end(self, job_id: str) -> int | None:
         """Where the job's own output ends in output.log, once it has ended."""
-        text = read_file(os.path.join(self.layout.job_dir(job_id), scripts.LOG_END))
+        text = read_file(os.path.join(self.layout.job_dir(job_id), JobFile.LOG_END))
         try:
             return int(text.strip()) if text else None
         except ValueError:
@@ -289,13 +214,13 @@ class Jobs:
 
 def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
     """(exit code, end time) once run.sh has written them, else (None, None)."""
-    path = os.path.join(job_dir, "exitcode")
+    path = os.path.join(job_dir, JobFile.EXIT_CODE)
     try:
         with open(path) as src:
             code = int(src.read().strip())
     except (OSError, ValueError):
         return None, None  # absent, or caught between creation and write
-    ended = read_file(os.path.join(job_dir, scripts.ENDED_AT)) or ""
+    ended = read_file(os.path.join(job_dir, JobFile.ENDED_AT)) or ""
     try:
         return code, float(ended.strip().replace("%N", "0"))
     except ValueError:
@@ -306,16 +231,6 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
         return code, None
 
 
-def _pgid(job_dir: str) -> int | None:
-    text = read_file(os.path.join(job_dir, scripts.PGID))
-    try:
-        pgid = int(text.strip()) if text else None
-    except ValueError:
-        return None
-    # Never signal our own group or init's, whatever the file says.
-    return pgid if pgid and pgid > 1 and pgid != os.getpgid(0) else None
-
-
 def _job_ids(directory: str) -> list[str]:
     try:
         names = os.listdir(directory)
@@ -323,14 +238,3 @@ def _job_ids(directory: str) -> list[str]:
         return []
     return [name for name in names if JOB_ID_RE.match(name)]
 
-
-def _rmtree(path: str) -> None:
-    def make_writable(func: Any, target: str, _exc: Any) -> None:
-        # Build trees often hold read-only directories (Go's module cache...).
-        os.chmod(os.path.dirname(target), stat.S_IRWXU)
-        if os.path.isdir(target) and not os.path.islink(target):
-            os.chmod(target, stat.S_IRWXU)
-        func(target)
-
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=make_writable)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from shlex import quote
 
-PGID = "pgid"
-# Bytes of output.log that belong to the job; what follows is the banner.
-LOG_END = "log_end"
-ENDED_AT = "ended_at"
+from p_protocol.layout import JobFile
 
 # Why each step:
 # - A job started from a terminal gets the session's terminal: `set -m` gives
@@ -57,14 +54,14 @@ case $end in *.[0-9][0-9][0-9]*) end=${{end%"${{end#*.???}}"}} ;; *) end=${{end%
 echo "$end" > "$job/{ended_at}"
 printf '{marker_printf}'{marker_to}
 n=0
-until tail -c 256 "$job/output.log" | grep -q {marker_text}; do
+until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
     [ $n -lt 500 ] || break
     sleep 0.01; n=$((n + 1))
 done
-size=$(wc -c < "$job/output.log")
+size=$(wc -c < "$job/{output}")
 [ $n -lt 500 ] && size=$((size - {marker_len}))
 echo $size > "$job/{log_end}"
-echo "$code" > "$job/exitcode"
+echo "$code" > "$job/{exitcode}"
 pane() {{
     tmux -S "$sock" display-message -p -t "$TMUX_PANE" "$1" 2>/dev/null
 }}
@@ -87,7 +84,7 @@ done
 TTY_START = """\
 set -m
 sh -c 'echo $$ > "$1/{pgid}"; cd "$2" || exit 1; exec "$3" -c "$4"' p-job \\
-    "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/cmd")"
+    "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")"
 code=$?"""
 
 NO_TTY_START = """\
@@ -98,7 +95,7 @@ rm -f "$job/output.fifo"
 detach=setsid
 command -v setsid >/dev/null 2>&1 || {{ detach=; set -m; }}
 $detach sh -c 'echo $$ > "$1/{pgid}"; unset TERM TMUX TMUX_PANE; cd "$2" || exit 1; exec "$3" -c "$4"' p-job \\
-    "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/cmd")" </dev/null >&3 2>&3 3>&-
+    "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" </dev/null >&3 2>&3 3>&-
 code=$?"""
 
 # How long an expected client may take to attach, in tenths of a second.
@@ -115,8 +112,8 @@ ms() {{
     frac=${{frac}}000; frac=${{frac%"${{frac#???}}"}}; frac=${{frac#0}}; frac=${{frac#0}}
     echo $((whole * 1000 + frac))
 }}
-start=$(ms "$(cat "$job/started_at")")
-code=$(cat "$job/exitcode" 2>/dev/null)
+start=$(ms "$(cat "$job/{started_at}")")
+code=$(cat "$job/{exitcode}" 2>/dev/null)
 if [ -n "$code" ]; then
     end=$(ms "$(cat "$job/{ended_at}" 2>/dev/null || date +%s)")
     state="done [$code]"
@@ -138,7 +135,7 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
            expect_client: bool) -> str:
     start = TTY_START if tty else NO_TTY_START
     return RUN_SH.format(
-        start=start.format(pgid=PGID, workdir=quote(workdir)),
+        start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir)),
         marker_to="" if tty else " >&3; exec 3>&-",
         marker_printf=f"\\033]7777;p-end-{job_id}\\007",
         marker_text=quote(f"p-end-{job_id}"),
@@ -148,10 +145,13 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
         tmux_socket=quote(tmux_socket),
         expect_client="1" if expect_client else "",
         client_polls=CLIENT_POLLS,
-        log_end=LOG_END,
-        ended_at=ENDED_AT,
+        log_end=JobFile.LOG_END,
+        ended_at=JobFile.ENDED_AT,
+        output=JobFile.OUTPUT,
+        exitcode=JobFile.EXIT_CODE,
     )
 
 
 def status_sh(job_dir: str) -> str:
-    return STATUS_SH.format(job_dir=quote(job_dir), ended_at=ENDED_AT)
+    return STATUS_SH.format(job_dir=quote(job_dir), ended_at=JobFile.ENDED_AT, exitcode=JobFile.EXIT_CODE,
+                            started_at=JobFile.STARTED_AT)

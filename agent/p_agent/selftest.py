@@ -13,11 +13,12 @@ import tempfile
 import threading
 import uuid
 
-from p_protocol import Layout, Op, decode, encode
+from p_protocol.layout import Layout
+from p_protocol.wire import Op, decode, encode, request
 
 from .jobs import Jobs
 from .server import Agent, AgentServer
-from .tmux import Tmux
+from .tmux import TmuxExecutor
 
 EXPECTED_OUTPUT = b"selftest-42"
 EXPECTED_EXIT = 3
@@ -35,7 +36,7 @@ def _request(path: str, message: dict[str, object]) -> tuple[dict[str, object], 
 def selftest() -> int:
     root = tempfile.mkdtemp(prefix="p-selftest-")
     layout = Layout(root)
-    tmux = Tmux(layout)
+    tmux = TmuxExecutor(layout)
     jobs = Jobs(layout, tmux)
     try:
         jobs.ensure_layout()
@@ -43,14 +44,14 @@ def selftest() -> int:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         path = layout.agent_socket()
         job_id = uuid.uuid4().hex
-        reply, _ = _request(path, {"op": "start", "id": job_id, "command": "echo selftest-$((6*7)); exit 3",
-                                   "cwd": "/", "worker": "selftest", "cols": 80, "rows": 24})
+        reply, _ = _request(path, request(Op.START, id=job_id, command="echo selftest-$((6*7)); exit 3", cwd="/",
+                                          worker="selftest", cols=80, rows=24, tty=False, attach=False))
         if not reply.get("ok"):
             print(f"selftest failed: start: {reply.get('error')}")
             return 1
-        reply, _ = _request(path, {"op": "wait", "id": job_id})
+        reply, _ = _request(path, request(Op.WAIT, id=job_id))
         job = reply.get("job") or {}
-        _, output = _request(path, {"op": "logs", "id": job_id, "offset": 0, "follow": False})
+        _, output = _request(path, request(Op.LOGS, id=job_id, offset=0, follow=False))
         server.shutdown()
         if EXPECTED_OUTPUT not in output or job.get("exit_code") != EXPECTED_EXIT:  # type: ignore[union-attr]
             print(f"selftest failed: job={job} output={output!r}")
@@ -58,5 +59,5 @@ def selftest() -> int:
         print("selftest ok")
         return 0
     finally:
-        tmux.run("kill-server", check=False)
+        tmux.kill_server()
         shutil.rmtree(root, ignore_errors=True)

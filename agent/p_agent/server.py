@@ -14,21 +14,12 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-from p_protocol import (
-    PROTOCOL,
-    VERSION,
-    Layout,
-    Op,
-    ProtocolError,
-    checked_job_id,
-    decode,
-    encode,
-    error,
-    ok,
-)
+from p_protocol import PROTOCOL, VERSION, ProtocolError
+from p_protocol.layout import Layout
+from p_protocol.wire import SPECS, check_request, decode, encode, error, ok
 
-from . import scripts
-from .jobs import ASK_TMUX_EVERY, Jobs, poll_intervals
+from .files import ASK_ENGINE_EVERY, poll_intervals
+from .jobs import Jobs
 from .tmux import TmuxError
 
 CHUNK = 64 * 1024
@@ -52,61 +43,65 @@ class Agent:
         self.last_activity = time.monotonic()
         self.lock = threading.Lock()
 
-    def dispatch(self, request: dict[str, Any], out: BinaryIO) -> dict[str, Any] | Streamed:
-        try:
-            op = Op(request.get("op"))
-        except ValueError:
-            raise ProtocolError(f"unknown request {request.get('op')!r}") from None
-        jobs = self.jobs
-        if op is Op.HELLO:
-            return ok(version=VERSION, protocol=PROTOCOL, home=os.path.expanduser("~"),
-                      shell=os.environ.get("SHELL", "/bin/sh"))
-        if op is Op.PREPARE:
-            job_id = checked_job_id(request.get("id"))
-            return ok(reused=jobs.spares.take(_text(request, "spare"), jobs.layout.workdir(job_id)))
-        if op is Op.START:
-            job_id = checked_job_id(request.get("id"))
-            job = jobs.start(
-                job_id,
-                _text(request, "command"),
-                _text(request, "cwd"),
-                _text(request, "worker"),
-                int(request.get("cols") or 80),
-                int(request.get("rows") or 24),
-                tty=bool(request.get("tty", True)),
-                expect_client=bool(request.get("attach")),
-            )
-            if request.get("spare"):
-                jobs.spares.copy_from(_text(request, "spare"), jobs.layout.workdir(job_id), job_id)
-            return ok(job=job)
-        if op is Op.STATUS:
-            ids = [checked_job_id(job_id) for job_id in request.get("ids") or []]
-            return ok(jobs=jobs.views(ids))
-        if op is Op.WAIT:
-            return ok(job=jobs.wait(checked_job_id(request.get("id"))))
-        if op is Op.LOGS:
-            self._stream_log(checked_job_id(request.get("id")), int(request.get("offset") or 0),
-                             bool(request.get("follow")), out)
-            return STREAMED
-        if op is Op.STOP:
-            grace = float(request.get("grace", 10.0))
-            return ok(job=jobs.stop(checked_job_id(request.get("id")), grace))
-        if op is Op.INTERRUPT:
-            jobs.interrupt(checked_job_id(request.get("id")))
-            return ok()
-        if op is Op.REMOVE:
-            spare = _text(request, "spare") if request.get("spare") is not None else None
-            jobs.remove(checked_job_id(request.get("id")), bool(request.get("force")), spare)
-            return ok()
-        if op is Op.CLEAN:
-            return ok(**jobs.clean())
-        if op is Op.RESOLVE:
-            path, is_dir = jobs.resolve(checked_job_id(request.get("id")), _text(request, "path"))
-            return ok(path=path, is_dir=is_dir)
-        if op is Op.WORKDIRS:
-            ids = [checked_job_id(job_id) for job_id in request.get("ids") or []]
-            return ok(present=jobs.existing_workdirs(ids))
-        raise ProtocolError(f"unhandled request {op.value}")  # pragma: no cover
+    def dispatch(self, message: dict[str, Any], out: BinaryIO) -> dict[str, Any] | Streamed:
+        """One request, held to its declaration (p_protocol.wire.SPECS),
+        to its handler: a method named after its op."""
+        op, request = check_request(message)
+        handler = getattr(self, f"on_{op.value}")
+        if SPECS[op].streams:
+            return handler(request, out)  # type: ignore[no-any-return]
+        return handler(request)  # type: ignore[no-any-return]
+
+    def on_hello(self, _: dict[str, Any]) -> dict[str, Any]:
+        return ok(version=VERSION, protocol=PROTOCOL, home=os.path.expanduser("~"),
+                  engine=self.jobs.executor.name)
+
+    def on_prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        workdir = self.layout.workdir(request["id"])
+        return ok(reused=self.jobs.spares.take(request["spare"], workdir))
+
+    def on_start(self, request: dict[str, Any]) -> dict[str, Any]:
+        job_id = request["id"]
+        job = self.jobs.start(job_id, request["command"], request["cwd"], request["worker"], request["cols"],
+                              request["rows"], tty=request["tty"], expect_client=request["attach"])
+        if request["spare"] is not None:
+            self.jobs.spares.copy_from(request["spare"], self.layout.workdir(job_id), job_id)
+        argv = self.jobs.attach_argv(job_id) if request["attach"] else None
+        return ok(job=job, argv=argv)
+
+    def on_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(jobs=self.jobs.views(request["ids"]))
+
+    def on_wait(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(job=self.jobs.wait(request["id"]))
+
+    def on_logs(self, request: dict[str, Any], out: BinaryIO) -> Streamed:
+        self._stream_log(request["id"], request["offset"], request["follow"], out)
+        return STREAMED
+
+    def on_stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(job=self.jobs.stop(request["id"], request["grace"]))
+
+    def on_interrupt(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.jobs.interrupt(request["id"])
+        return ok()
+
+    def on_attach(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(argv=self.jobs.attach_argv(request["id"]))
+
+    def on_remove(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.jobs.remove(request["id"], request["force"], request["spare"])
+        return ok()
+
+    def on_clean(self, _: dict[str, Any]) -> dict[str, Any]:
+        return ok(**self.jobs.clean())
+
+    def on_resolve(self, request: dict[str, Any]) -> dict[str, Any]:
+        path, is_dir = self.jobs.resolve(request["id"], request["path"])
+        return ok(path=path, is_dir=is_dir)
+
+    def on_workdirs(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(present=self.jobs.existing_workdirs(request["ids"]))
 
     def _stream_log(self, job_id: str, offset: int, follow: bool, out: BinaryIO) -> None:
         path = self.jobs.log_path(job_id)
@@ -127,7 +122,7 @@ class Agent:
     def _copy_log(self, job_id: str, log: BinaryIO, offset: int, follow: bool, out: BinaryIO) -> None:
         """Copy the job's output from ``offset``: never the end marker or the
         banner after it (see scripts.RUN_SH), even before `log_end` exists."""
-        marker = scripts.end_marker(job_id)
+        marker = self.jobs.executor.end_marker(job_id)
         emitted = max(0, offset)
         held = b""  # read but not sent: may be the start of the marker
         log.seek(emitted)
@@ -136,7 +131,7 @@ class Agent:
         while True:
             # Read the "finished" flag before the data, so bytes written
             # just before the job ended are never cut off.
-            finished = not follow or self.jobs.has_ended(job_id, ask_tmux=polls % ASK_TMUX_EVERY == 0)
+            finished = not follow or self.jobs.has_ended(job_id, ask_engine=polls % ASK_ENGINE_EVERY == 0)
             polls += 1
             end = self.jobs.log_end(job_id)
             data = log.read(CHUNK)
@@ -169,7 +164,7 @@ class Agent:
     def idle(self) -> bool:
         with self.lock:
             quiet = self.connections == 0 and time.monotonic() - self.last_activity > IDLE_SECONDS
-        return quiet and not self.jobs.tmux.sessions()
+        return quiet and not self.jobs.executor.alive()
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -210,9 +205,3 @@ def _split_marker_start(data: bytes, marker: bytes) -> tuple[bytes, bytes]:
             return data[:-size], data[-size:]
     return data, b""
 
-
-def _text(request: dict[str, Any], field: str) -> str:
-    value = request.get(field)
-    if not isinstance(value, str):
-        raise ProtocolError(f"{field!r} must be a string")
-    return value

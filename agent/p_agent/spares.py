@@ -21,7 +21,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 
-from p_protocol import Layout
+from p_protocol.layout import Layout
 
 TMP_MARK = ".tmp-"
 

@@ -1,10 +1,24 @@
-"""The agent's private tmux server: its own socket and config, never the user's."""
+"""The tmux engine: each job in a session of the agent's private tmux server
+(its own socket and config, never the user's), under a generated run.sh
+(scripts.py) that records the job's end in its files."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
+from shlex import quote
 
-from p_protocol import Layout
+from p_protocol import SHORT_ID_LEN, checked_job_id
+from p_protocol.layout import JobFile, Layout
+
+from . import scripts
+from .executor import JobStart
+from .files import poll_intervals, read_file, write_file
+
+COMMAND_IN_STATUS = 40
+# How long a signal waits for a job started that instant to write its pgid.
+PGID_WAIT = 1.0
 
 # Why these options: the session must close when run.sh ends (it shows its own
 # "Job done" screen first), the status bar must tick every second for the
@@ -78,6 +92,98 @@ class Tmux:
 
     def kill_session(self, name: str) -> None:
         self.run("kill-session", "-t", "=" + name, check=False)
+
+
+def session_name(job_id: str) -> str:
+    return "p-" + checked_job_id(job_id)[:SHORT_ID_LEN]
+
+
+class _Sessions:
+    """The jobs whose session is open, from one `list-sessions`."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def __contains__(self, job_id: object) -> bool:
+        return isinstance(job_id, str) and session_name(job_id) in self.names
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+class TmuxExecutor:
+    name = "tmux"
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.tmux = Tmux(layout)
+
+    def setup(self) -> None:
+        self.tmux.write_conf()
+
+    def start(self, job: JobStart) -> None:
+        session = session_name(job.job_id)
+        path = os.path.join
+        write_file(path(job.job_dir, "tmux_session"), session)
+        write_file(path(job.job_dir, "run.sh"),
+                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket, tty=job.tty,
+                                  expect_client=job.expect_client))
+        write_file(path(job.job_dir, "status.sh"), scripts.status_sh(job.job_dir))
+        command = job.command
+        shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
+        shown = " ".join(shown.split())
+        status_cmd = "sh " + quote(path(job.job_dir, "status.sh"))
+        status_left = f"{session} {job.worker} {escape_format(shown)} #({escape_format(status_cmd)}) "
+        self.tmux.new_session(session, max(job.cols, 20), max(job.rows, 5), job.workdir,
+                              ["sh", path(job.job_dir, "run.sh")], status_left,
+                              "exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT)))
+
+    def alive(self) -> _Sessions:
+        return _Sessions(self.tmux.sessions())
+
+    def signal(self, job_id: str, signum: int) -> None:
+        job_dir = self.layout.job_dir(job_id)
+        deadline = time.monotonic() + PGID_WAIT
+        pgid = _pgid(job_dir)
+        for delay in poll_intervals():
+            # A job signalled the instant it starts may not have written it yet.
+            if pgid is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(delay)
+            pgid = _pgid(job_dir)
+        if pgid is not None:
+            try:
+                os.killpg(pgid, signum)
+            except ProcessLookupError:
+                pass
+
+    def attach_argv(self, job_id: str) -> list[str] | None:
+        if job_id not in self.alive():
+            return None
+        # A session gone by the time the client runs this (the job ended
+        # with nobody attached) exits 1 without tmux's complaint.
+        script = ('tmux -S "$0" has-session -t "$1" 2>/dev/null || exit 1; '
+                  'exec tmux -S "$0" attach-session -t "$1"')
+        return ["sh", "-c", script, self.layout.tmux_socket, "=" + session_name(job_id)]
+
+    def close(self, job_id: str) -> None:
+        self.tmux.kill_session(session_name(job_id))
+
+    def end_marker(self, job_id: str) -> bytes:
+        return scripts.end_marker(job_id)
+
+    def kill_server(self) -> None:
+        self.tmux.run("kill-server", check=False)
+
+
+def _pgid(job_dir: str) -> int | None:
+    text = read_file(os.path.join(job_dir, JobFile.PGID))
+    try:
+        pgid = int(text.strip()) if text else None
+    except ValueError:
+        return None
+    # Never signal our own group or init's, whatever the file says.
+    return pgid if pgid and pgid > 1 and pgid != os.getpgid(0) else None
 
 
 def escape_format(text: str) -> str:

@@ -1,5 +1,5 @@
-"""`p attach <id>`: back into a job's tmux session, or, when the job ended with
-nobody attached (its session closed), its output and how it ended."""
+"""`p attach <id>`: back into a job's terminal, or, when the job ended with
+nobody attached (its terminal closed), its output and how it ended."""
 
 from __future__ import annotations
 
@@ -7,28 +7,29 @@ import subprocess
 import sys
 from shlex import quote
 
-from p_protocol import Op, State, session_name
+from p_protocol.states import State
+from p_protocol.wire import Op
 
 from .. import link as link_module
 from .. import output
 from ..errors import LINK_LOST, PError
+from ..joblink import open_job
 from ..link import Link
-from ..reconcile import apply, query
+from ..reconcile import query
 from ..store import JobRecord, Store
 from .logs import copy_log
 
-# A local terminal the worker has no terminfo for (kitty, foot...) would make
-# tmux refuse to attach: fall back to a common one there. A session that is
-# gone (its job ended with nobody attached) exits 1 without tmux's complaint.
-ATTACH_SH = ('infocmp "$TERM" >/dev/null 2>&1 || TERM=xterm-256color; export TERM; '
-             'tmux -S "$0" has-session -t "$1" 2>/dev/null || exit 1; '
-             'exec tmux -S "$0" attach-session -t "$1"')
-NOT_ATTACHED = 1  # also tmux's own status when it cannot attach
+# Runs the agent's attach command (its engine's: p never names it) with a
+# terminal the worker knows: a local one it has no terminfo for (kitty,
+# foot...) would make tmux refuse to attach, so fall back to a common one.
+ATTACH_SH = 'infocmp "$TERM" >/dev/null 2>&1 || TERM=xterm-256color; export TERM; exec "$@"'
+NOT_ATTACHED = 1  # the engine's status when the job's terminal is gone
 
 
-def attach_session(link: Link, record: JobRecord) -> int:
-    """Attach the terminal; when tmux lets go, report like ssh would."""
-    remote = f"sh -c {quote(ATTACH_SH)} {quote(link.layout.tmux_socket)} {quote('=' + session_name(record.id))}"
+def attach_session(link: Link, record: JobRecord, argv: list[str]) -> int:
+    """Attach the terminal with ``argv`` (from the agent); when it lets go,
+    report like ssh would."""
+    remote = " ".join(["sh", "-c", quote(ATTACH_SH), "p-attach", *(quote(arg) for arg in argv)])
     code = subprocess.call(link.transport.ssh_argv(remote, tty=True))
     # The link may have idled for hours while attached: connect afresh.
     fresh = link_module.connect(record.worker)
@@ -58,20 +59,18 @@ def show_ended(link: Link, record: JobRecord) -> int:
 
 
 def attach(job: str) -> int:
-    store = Store()
-    record = store.find(job)
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
-    link = link_module.connect(record.worker)
-    try:
-        view = link.agent.request(Op.STATUS, ids=[record.id])["jobs"].get(record.id)
-        if view is None or not view["session_open"] or (view["state"] != State.RUNNING.value and not terminal):
-            record = apply(record, view)
-            store.save(record)
+    with open_job(job) as opened:
+        view = opened.view()
+        argv = None
+        if view is not None and view["attachable"] and (view["state"] == State.RUNNING.value or terminal):
+            argv = opened.link.agent.request(Op.ATTACH, id=opened.record.id)["argv"]
+        if argv is None:
+            record = opened.save(view)
             if view is None:
                 raise PError(f"worker {record.worker} has no trace of job {record.short_id}")
-            return show_ended(link, record)
-    finally:
-        link.close()
+            return show_ended(opened.link, record)
+        record, link = opened.record, opened.link
     if not terminal:
         raise PError(f"attach needs a terminal; off one, `p logs -f {record.short_id}` follows the job's output")
-    return attach_session(link, record)
+    return attach_session(link, record, argv)

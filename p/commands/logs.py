@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from p_protocol import Op
-
-from .. import link as link_module
+from ..joblink import open_job
 from ..link import Link
 from ..output import LogWriter
-from ..reconcile import apply
-from ..store import Store
 
 
 def copy_log(link: Link, job_id: str, follow: bool) -> None:
@@ -23,13 +19,7 @@ def copy_log(link: Link, job_id: str, follow: bool) -> None:
 
 
 def logs(job: str, follow: bool) -> int:
-    store = Store()
-    record = store.find(job)
-    link = link_module.connect(record.worker)
-    try:
-        copy_log(link, record.id, follow)
-        view = link.agent.request(Op.STATUS, ids=[record.id])["jobs"].get(record.id)
-        store.save(apply(record, view))
-    finally:
-        link.close()
+    with open_job(job) as opened:
+        copy_log(opened.link, opened.record.id, follow)
+        opened.save(opened.view())
     return 0

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import posixpath
 
-from p_protocol import Op
+from p_protocol.wire import Op
 
-from .. import link as link_module
 from .. import output, sync
 from ..errors import PError
-from ..store import Store
+from ..joblink import open_job
 
 
 def checked_relative(path: str) -> str:
@@ -26,12 +25,9 @@ def checked_relative(path: str) -> str:
 
 def pull(job: str, remote_path: str, local_dest: str | None) -> int:
     relative = checked_relative(remote_path)
-    record = Store().find(job)
-    link = link_module.connect(record.worker)
-    try:
+    with open_job(job) as opened:
+        record, link = opened.record, opened.link
         resolved = link.agent.request(Op.RESOLVE, id=record.id, path=relative)
-    finally:
-        link.close()
     dest = local_dest or "."
     if resolved["is_dir"] and relative == ".":
         source = resolved["path"].rstrip("/") + "/"  # the whole workdir's contents

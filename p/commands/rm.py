@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from p_protocol import Op, State
+from p_protocol.states import State
+from p_protocol.wire import Op
 
 from .. import config as config_module
 from .. import link as link_module
@@ -54,7 +55,7 @@ def _remove_finished(store: Store, keep_cache: bool) -> int:
     config = config_module.load()
     by_worker: dict[str, list[JobRecord]] = {}
     for record in store.all():
-        if State(record.status).finished:
+        if record.finished:
             by_worker.setdefault(record.worker, []).append(record)
     removed, failed = 0, False
     for worker, records in by_worker.items():

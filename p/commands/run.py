@@ -9,7 +9,8 @@ import socket
 import sys
 import time
 
-from p_protocol import Op, State
+from p_protocol.states import State
+from p_protocol.wire import Op
 
 from .. import link as link_module
 from .. import output, paths, sync
@@ -18,7 +19,7 @@ from ..errors import PError
 from ..fsutil import atomic_write
 from ..link import Link
 from ..reconcile import apply
-from ..store import JobRecord, Store, new_job_id
+from ..store import UNKNOWN, JobRecord, Store, new_job_id
 from .attach import attach_session
 
 
@@ -54,24 +55,24 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     # terminal attaches to it). Off one, the job gets none, as with ssh.
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        view = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
-                                  cols=cols, rows=rows, tty=tty, attach=tty and not detach,
-                                  spare=record.spare)["job"]
+        started = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
+                                     cols=cols, rows=rows, tty=tty, attach=tty and not detach,
+                                     spare=record.spare)
     except AgentRefused:
         store.delete(record.id)  # refused: nothing runs
         raise
     except PError:
         # No answer: the job may be running. Keep the record for `p ls`.
-        record.status = State.UNKNOWN.value
+        record.status = UNKNOWN
         store.save(record)
         raise
     if detach:
         print(record.id, flush=True)
         return 0
-    if tty:
+    if started["argv"] is not None:
         link.close()
-        return attach_session(link, record)
-    return _stream(link, store, apply(record, view))
+        return attach_session(link, record, started["argv"])
+    return _stream(link, store, apply(record, started["job"]))
 
 
 def _stream(link: Link, store: Store, record: JobRecord) -> int:
@@ -101,7 +102,7 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     record = apply(record, view)
     store.save(record)
     link.close()
-    if record.state is State.LOST:
+    if record.status == State.LOST.value:
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
 

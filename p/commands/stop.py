@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from p_protocol import Op, State
+from p_protocol.states import State
+from p_protocol.wire import Op
 
-from .. import link as link_module
 from .. import output
 from ..errors import PError
-from ..reconcile import apply
-from ..store import Store
+from ..joblink import open_job
 
 
 def stop(job: str, grace: float) -> int:
-    store = Store()
-    record = store.find(job)
-    link = link_module.connect(record.worker)
-    try:
+    with open_job(job) as opened:
+        was = opened.record.status
         # SIGTERM, then SIGKILL after `grace`: the reply may take that long.
-        view = link.agent.request(Op.STOP, id=record.id, grace=grace, blocking=True)["job"]
-    finally:
-        link.close()
-    was = record.status
-    record = apply(record, view)
-    store.save(record)
+        view = opened.link.agent.request(Op.STOP, id=opened.record.id, grace=grace, blocking=True)["job"]
+        record = opened.save(view)
     if view is None:
         raise PError(f"worker {record.worker} has no trace of job {record.short_id}")
     if record.status == State.STOPPED.value and was != State.STOPPED.value:

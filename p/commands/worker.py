@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from p_protocol import VERSION, WORKER_NAME_RE, Op, State
+from p_protocol import VERSION, WORKER_NAME_RE
+from p_protocol.wire import Op
 
 from .. import config as config_module
 from .. import link as link_module
 from .. import output, provision
 from ..config import Config, Worker
 from ..errors import PError
-from ..main import VERBS
 from ..ssh import Transport, host_of, split_connection
 from ..store import Store
 from ..table import render
+from ..verbs import VERBS
 
 CHECK_TIMEOUT = 20.0
 
@@ -84,7 +85,7 @@ def rm(name: str) -> int:
     config = config_module.load()
     worker = config.worker(name)
     active = [r for r in Store().all()
-              if r.worker == name and r.status in (State.RUNNING.value, State.UNKNOWN.value)]
+              if r.worker == name and not r.finished]
     if active:
         ids = ", ".join(r.short_id for r in active[:5])
         raise PError(f"worker {name} has {len(active)} running job(s) ({ids}); stop them or wait "

@@ -1,0 +1,69 @@
+"""The seam between the agent and what runs jobs: one engine per worker.
+
+The agent (jobs.py) owns the job directory, whose files are the truth
+(p_protocol.layout.JobFile); an engine only runs the job so that its script
+writes the end files, and says which jobs it still holds. To add an engine
+(Slurm, Kubernetes, PBS), write one module with a class that has these
+methods, name it in ``p_protocol.ENGINES`` and in ``make`` below; the
+client names a worker's engine in its config (``engine:``), and the
+launcher starts the agent with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import NamedTuple, Protocol
+
+from p_protocol import ENGINES
+from p_protocol.layout import Layout
+
+
+class JobStart(NamedTuple):
+    """What an engine needs to start one job (its directory already holds
+    ``cmd``, ``cwd``, ``worker``, ``started_at`` and an empty ``output.log``)."""
+
+    job_id: str
+    job_dir: str
+    workdir: str
+    command: str
+    worker: str
+    cols: int
+    rows: int
+    tty: bool  # give the job a terminal (else none, as `ssh host cmd`)
+    expect_client: bool  # a client is on its way to attach
+
+
+class Executor(Protocol):
+    name: str
+
+    def setup(self) -> None:
+        """Once, when the agent starts."""
+
+    def start(self, job: JobStart) -> None:
+        """Run the job; raise (with a message for the user) if it cannot."""
+
+    def alive(self) -> Container[str]:
+        """The job ids the engine still holds (running, or showing a
+        terminal someone may attach to); empty when it holds none."""
+
+    def signal(self, job_id: str, signum: int) -> None:
+        """Send ``signum`` to every process of the job, if it runs."""
+
+    def attach_argv(self, job_id: str) -> list[str] | None:
+        """The worker-side command that attaches a terminal to the job, or
+        None when there is nothing to attach to."""
+
+    def close(self, job_id: str) -> None:
+        """Let go of the job: its terminal goes, its files stay."""
+
+    def end_marker(self, job_id: str) -> bytes:
+        """What the job's script writes into output.log after the job's own
+        output (readers stop there even before ``log_end`` exists)."""
+
+
+def make(engine: str, layout: Layout) -> Executor:
+    if engine == "tmux":
+        from .tmux import TmuxExecutor
+
+        return TmuxExecutor(layout)
+    raise ValueError(f"unknown engine {engine!r} (this agent has {', '.join(ENGINES)})")

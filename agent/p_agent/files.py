@@ -1,0 +1,61 @@
+"""Small file and timing helpers of the agent, shared by the jobs and the
+engines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+# Waiters poll job files: quick at first, so a short job's end is seen within
+# milliseconds, slower for long jobs.
+POLL_FIRST = 0.01
+POLL_MAX = 0.25
+# Of those polls, one in this many also asks the engine whether the job is
+# gone (which may cost a process, such as `tmux list-sessions`).
+ASK_ENGINE_EVERY = 8
+
+
+def poll_intervals() -> Iterator[float]:
+    delay = POLL_FIRST
+    while True:
+        yield delay
+        delay = min(POLL_MAX, delay * 1.25)
+
+
+def write_file(path: str, text: str, mode: int = 0o600) -> None:
+    """Write atomically: readers see the old file or the whole new one."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def read_file(path: str) -> str | None:
+    try:
+        with open(path) as src:
+            return src.read()
+    except FileNotFoundError:
+        return None
+
+
+def parse_float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def rmtree(path: str) -> None:
+    def make_writable(func: Any, target: str, _exc: Any) -> None:
+        # Build trees often hold read-only directories (Go's module cache...).
+        os.chmod(os.path.dirname(target), stat.S_IRWXU)
+        if os.path.isdir(target) and not os.path.islink(target):
+            os.chmod(target, stat.S_IRWXU)
+        func(target)
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=make_writable)

@@ -1,0 +1,46 @@
+"""The opening every job verb shares: the job a prefix names, its record,
+and a live link to its worker, closed when the verb is done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from p_protocol.wire import Op
+
+from . import link as link_module
+from .link import Link
+from .reconcile import apply
+from .store import JobRecord, Store
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class JobLink:
+    def __init__(self, store: Store, record: JobRecord, link: Link) -> None:
+        self.store = store
+        self.record = record
+        self.link = link
+
+    def view(self) -> dict[str, Any] | None:
+        """What the worker says of the job now (None: no trace of it)."""
+        return self.link.agent.request(Op.STATUS, ids=[self.record.id])["jobs"].get(self.record.id)
+
+    def save(self, view: dict[str, Any] | None) -> JobRecord:
+        """Bring the record in line with ``view`` and store it."""
+        self.record = apply(self.record, view)
+        self.store.save(self.record)
+        return self.record
+
+
+@contextmanager
+def open_job(prefix: str) -> Iterator[JobLink]:
+    store = Store()
+    record = store.find(prefix)
+    link = link_module.connect(record.worker)
+    try:
+        yield JobLink(store, record, link)
+    finally:
+        link.close()

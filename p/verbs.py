@@ -1,0 +1,11 @@
+"""The command line's words, listed once (stdlib only: the fast path reads
+them without importing typer). `p/main.py` parses the run form with them,
+`p/cli.py` defines one typer command per verb (a test holds the two
+together), and a worker may not be named like a verb."""
+
+from __future__ import annotations
+
+VERBS = ("ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "help")
+# The run form's flags: `p [WORKER] [FLAGS] -- COMMAND...`.
+RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
+             "-y": "assume_yes", "--yes": "assume_yes"}

@@ -1,0 +1,93 @@
+"""The worker-side state under ``~/.p/``: one definition of every path.
+
+The agent creates and reads these; the client renders the few it needs in
+the shell snippets it sends (p/provision.py) from here too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import SPARE_KEY_RE, VERSION, ProtocolError, checked_job_id
+
+
+class JobFile:
+    """Files of one job directory (``~/.p/jobs/<id>/``). They are the truth:
+    an engine's job script writes the end files, the agent keeps nothing in
+    memory, so a restarted or upgraded agent sees every job as they say."""
+
+    COMMAND = "cmd"
+    CWD = "cwd"
+    WORKER = "worker"
+    STARTED_AT = "started_at"
+    OUTPUT = "output.log"  # what the job's terminal (or pipe) showed
+    PGID = "pgid"  # the job's process group
+    ENDED_AT = "ended_at"  # end time (sub-second where `date` has %N)
+    LOG_END = "log_end"  # bytes of output.log that are the job's
+    EXIT_CODE = "exitcode"  # written last: a number here means "finished"
+    STOPPED = "stopped"  # present when `p stop` ended the job
+
+
+class Layout:
+    """Paths of the worker-side state, all under one root (``~/.p``)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    @property
+    def bin_dir(self) -> str:
+        return os.path.join(self.root, "bin")
+
+    @property
+    def jobs_dir(self) -> str:
+        return os.path.join(self.root, "jobs")
+
+    @property
+    def workdirs_dir(self) -> str:
+        return os.path.join(self.root, "workdirs")
+
+    @property
+    def run_dir(self) -> str:
+        """Sockets and the agent's pid file; mode 0700."""
+        return os.path.join(self.root, "run")
+
+    @property
+    def lib_dir(self) -> str:
+        """Frozen agents unpacked once, one directory per binary's sha256."""
+        return os.path.join(self.root, "lib")
+
+    @property
+    def tmp_dir(self) -> str:
+        """Where frozen agents unpack, so a noexec /tmp does not matter."""
+        return os.path.join(self.root, "tmp")
+
+    def agent_socket(self, version: str = VERSION) -> str:
+        return os.path.join(self.run_dir, f"agent-{version}.sock")
+
+    def agent_pidfile(self, version: str = VERSION) -> str:
+        return os.path.join(self.run_dir, f"agent-{version}.pid")
+
+    @property
+    def tmux_socket(self) -> str:
+        return os.path.join(self.run_dir, "tmux.sock")
+
+    @property
+    def tmux_conf(self) -> str:
+        return os.path.join(self.root, "tmux.conf")
+
+    @property
+    def spares_dir(self) -> str:
+        return os.path.join(self.root, "spares")
+
+    def spare(self, key: str) -> str:
+        """A ready copy of the last sync of one client directory."""
+        if not isinstance(key, str) or not SPARE_KEY_RE.match(key):
+            raise ProtocolError(f"malformed spare key {key!r}")
+        return os.path.join(self.spares_dir, key)
+
+    def job_dir(self, job_id: str) -> str:
+        return os.path.join(self.jobs_dir, checked_job_id(job_id))
+
+    def workdir(self, job_id: str) -> str:
+        return os.path.join(self.workdirs_dir, checked_job_id(job_id))
+

@@ -1,0 +1,236 @@
+"""The messages between client and agent, each one declared once.
+
+One JSON object per line over the agent's unix socket: a request from the
+client (``{"op": ..., fields}``) and one reply from the agent (``{"ok":
+true, fields}`` or ``{"ok": false, "error": text}``); a ``streams`` request
+is followed by raw bytes until the agent closes the connection. ``SPECS``
+declares every request's fields and its reply's; the agent checks requests
+with ``check_request`` and the client checks replies with ``check_reply``.
+An unknown, missing or ill-typed field is a ``ProtocolError`` naming it,
+never a silent default. docs/protocol.md holds the table ``table()``
+prints (a test compares them): ``python3 -m p_protocol.wire``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+
+from . import JOB_ID_RE, SPARE_KEY_RE, WORKER_NAME_RE, ProtocolError
+from .states import State
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+MAX_LINE = 1 << 20
+
+
+class Op(str, Enum):
+    """Every request a client may send (see ``SPECS`` for their fields)."""
+
+    HELLO = "hello"
+    PREPARE = "prepare"
+    START = "start"
+    STATUS = "status"
+    WAIT = "wait"
+    LOGS = "logs"
+    STOP = "stop"
+    INTERRUPT = "interrupt"
+    ATTACH = "attach"
+    REMOVE = "remove"
+    CLEAN = "clean"
+    RESOLVE = "resolve"
+    WORKDIRS = "workdirs"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or isinstance(value, float) and math.isfinite(value)
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and JOB_ID_RE.match(value) is not None
+
+
+def _is_job(value: object) -> bool:
+    if not isinstance(value, dict):
+        return False
+    try:
+        check_fields(JOB, value, "job")
+    except ProtocolError:
+        return False
+    return True
+
+
+# Each kind of value: (what the error calls it, its check).
+KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "strs": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "int": ("an integer", _is_int),
+    "count": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "size": ("an integer from 1 to 10000", lambda v: _is_int(v) and 1 <= v <= 10000),
+    "seconds": ("a finite number >= 0", lambda v: _is_number(v) and v >= 0),
+    "time": ("a finite number", _is_number),
+    "id": ("a job id (32 lowercase hex digits)", _is_id),
+    "ids": ("a list of job ids", lambda v: isinstance(v, list) and all(_is_id(i) for i in v)),
+    "spare": ("a spare key (16 lowercase hex digits)", lambda v: isinstance(v, str)
+              and SPARE_KEY_RE.match(v) is not None),
+    "worker": ("a worker name", lambda v: isinstance(v, str) and WORKER_NAME_RE.match(v) is not None),
+    "state": ("a job state", lambda v: v in {state.value for state in State}),
+    "job": ("a job", _is_job),
+    "jobs": ("an object of job ids to jobs or null", lambda v: isinstance(v, dict) and all(
+        _is_id(k) and (j is None or _is_job(j)) for k, j in v.items())),
+}
+
+
+class Field:
+    """One field of a message. ``optional``: may be absent (then None);
+    ``nullable``: may be null."""
+
+    __slots__ = ("name", "kind", "optional", "nullable")
+
+    def __init__(self, name: str, kind: str, *, optional: bool = False, nullable: bool = False) -> None:
+        assert kind in KINDS, kind
+        self.name, self.kind, self.optional, self.nullable = name, kind, optional, nullable
+
+    def __str__(self) -> str:
+        return f"{self.name}{'?' if self.optional else ''}: {self.kind}{' or null' if self.nullable else ''}"
+
+
+class Spec:
+    __slots__ = ("request", "reply", "streams", "doc")
+
+    def __init__(self, request: tuple[Field, ...], reply: tuple[Field, ...], doc: str, *,
+                 streams: bool = False) -> None:
+        self.request, self.reply, self.doc, self.streams = request, reply, doc, streams
+
+
+F = Field
+ID = F("id", "id")
+# What an agent says of a job, in every reply that carries one.
+JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
+       F("exit_code", "int", nullable=True), F("attachable", "bool"))
+
+SPECS: dict[Op, Spec] = {
+    Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),
+                   "who answers: checked before anything else is sent"),
+    Op.PREPARE: Spec((ID, F("spare", "spare")), (F("reused", "bool"),),
+                     "the job's workdir, from the spare copy of its directory if there is one"),
+    Op.START: Spec((ID, F("command", "str"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
+                    F("rows", "size"), F("tty", "bool"), F("attach", "bool"),
+                    F("spare", "spare", optional=True, nullable=True)),
+                   (F("job", "job"), F("argv", "strs", nullable=True)),
+                   "start the job; `tty`: give it a terminal; `attach`: a client is on its way to attach "
+                   "(`argv`, as for `attach`, says how); `spare`: copy the synced workdir for the next job"),
+    Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
+    Op.WAIT: Spec((ID,), (F("job", "job", nullable=True),), "reply once the job has ended"),
+    Op.LOGS: Spec((ID, F("offset", "count"), F("follow", "bool")), (F("size", "count"),),
+                  "the job's output from `offset`, raw bytes after the reply; `follow`: until it ends",
+                  streams=True),
+    Op.STOP: Spec((ID, F("grace", "seconds")), (F("job", "job", nullable=True),),
+                  "SIGTERM to the job, SIGKILL after `grace` seconds"),
+    Op.INTERRUPT: Spec((ID,), (), "SIGINT to the job (Ctrl+C off a terminal)"),
+    Op.ATTACH: Spec((ID,), (F("argv", "strs", nullable=True),),
+                    "the command that attaches a terminal to the job on the worker; null: nothing to attach to"),
+    Op.REMOVE: Spec((ID, F("force", "bool"), F("spare", "spare", optional=True, nullable=True)), (),
+                    "the job's files and workdir; `force`: stop it first; `spare`: also that spare copy"),
+    Op.CLEAN: Spec((), (F("jobs", "ids"), F("workdirs", "count"), F("spares", "count")),
+                   "every finished job's files, workdirs without a running job, every spare copy"),
+    Op.RESOLVE: Spec((ID, F("path", "str")), (F("path", "str"), F("is_dir", "bool")),
+                     "a path inside the job's workdir, symlinks resolved; escapes are refused"),
+    Op.WORKDIRS: Spec((F("ids", "ids"),), (F("present", "ids"),), "which of the jobs' workdirs exist"),
+}
+
+
+def check_fields(fields: tuple[Field, ...], message: dict[str, Any], what: str) -> dict[str, Any]:
+    """``message`` held to ``fields``: a new dict with every declared field
+    (None for an absent optional one), or a ProtocolError naming the field."""
+    names = {field.name for field in fields}
+    for name in message:
+        if name not in names:
+            raise ProtocolError(f"{what}: unknown field {name!r}")
+    checked: dict[str, Any] = {}
+    for field in fields:
+        if field.name not in message:
+            if not field.optional:
+                raise ProtocolError(f"{what}: field {field.name!r} is missing")
+            checked[field.name] = None
+            continue
+        value = message[field.name]
+        if not (value is None and field.nullable):
+            described, check = KINDS[field.kind]
+            if not check(value):
+                raise ProtocolError(f"{what}: field {field.name!r} must be {described}")
+        checked[field.name] = value
+    return checked
+
+
+def check_request(message: dict[str, Any]) -> tuple[Op, dict[str, Any]]:
+    try:
+        op = Op(message.get("op"))
+    except ValueError:
+        raise ProtocolError(f"unknown request {message.get('op')!r}") from None
+    fields = {name: value for name, value in message.items() if name != "op"}
+    return op, check_fields(SPECS[op].request, fields, f"request {op.value}")
+
+
+def check_reply(op: Op, message: dict[str, Any]) -> dict[str, Any]:
+    """A successful reply (``ok`` true) held to its declaration."""
+    fields = {name: value for name, value in message.items() if name != "ok"}
+    return check_fields(SPECS[op].reply, fields, f"reply to {op.value}")
+
+
+def request(op: Op, **fields: Any) -> dict[str, Any]:
+    return {"op": op.value, **fields}
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    if len(line) > MAX_LINE:
+        raise ProtocolError("message too long")
+    try:
+        message = json.loads(line, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    return message
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def error(text: str) -> dict[str, Any]:
+    return {"ok": False, "error": text}
+
+
+def table() -> str:
+    """The requests as a Markdown table, for docs/protocol.md."""
+    def fields(declared: tuple[Field, ...]) -> str:
+        return ", ".join(f"`{field}`" for field in declared) or "–"
+
+    rows = ["| request | fields | reply | what |", "| --- | --- | --- | --- |"]
+    for op, spec in SPECS.items():
+        reply = fields(spec.reply) + (", then raw bytes" if spec.streams else "")
+        rows.append(f"| `{op.value}` | {fields(spec.request)} | {reply} | {spec.doc} |")
+    job = ", ".join(f"`{field}`" for field in JOB)
+    return "\n".join(rows) + f"\n\nA `job` is an object with {job}."
+
+
+if __name__ == "__main__":
+    print(table())

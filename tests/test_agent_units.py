@@ -1,0 +1,119 @@
+"""The agent's pure parts, with a fake engine behind the executor seam: the
+job view per state, the end marker in a stream, copying a job's log.
+The end-to-end tests run the real tmux engine on real workers."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from p_agent.executor import JobStart
+from p_agent.jobs import Jobs
+from p_agent.server import Agent, _split_marker_start
+
+from p_protocol.layout import JobFile, Layout
+from p_protocol.wire import Op, check_reply
+
+MARKER = b"\x1b]7777;p-end-fake\x07"
+
+
+class FakeExecutor:
+    """Holds what it started until told otherwise; records signals. Its jobs
+    ignore SIGTERM and end at SIGKILL, recording their end as a job script
+    does."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.signals: list[tuple[str, int]] = []
+        self.job_dirs: dict[str, str] = {}
+
+    def setup(self) -> None:
+        pass
+
+    def start(self, job: JobStart) -> None:
+        self.held.add(job.job_id)
+        self.job_dirs[job.job_id] = job.job_dir
+
+    def alive(self) -> set[str]:
+        return set(self.held)
+
+    def signal(self, job_id: str, signum: int) -> None:
+        self.signals.append((job_id, signum))
+        if signum == 9:
+            Path(self.job_dirs[job_id], JobFile.EXIT_CODE).write_text("137\n")
+
+    def attach_argv(self, job_id: str) -> list[str] | None:
+        return ["attach", job_id] if job_id in self.held else None
+
+    def close(self, job_id: str) -> None:
+        self.held.discard(job_id)
+
+    def end_marker(self, job_id: str) -> bytes:
+        return MARKER
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Jobs:
+    jobs = Jobs(Layout(str(tmp_path / ".p")), FakeExecutor())
+    jobs.ensure_layout()
+    return jobs
+
+
+def started(jobs: Jobs) -> tuple[str, Path]:
+    job_id = uuid.uuid4().hex
+    jobs.start(job_id, "make test", "~/src", "w1", 80, 24, tty=False, expect_client=False)
+    return job_id, Path(jobs.layout.job_dir(job_id))
+
+
+def test_the_job_view_follows_the_files_and_the_engine(jobs: Jobs) -> None:
+    job_id, job_dir = started(jobs)
+    assert (job_dir / JobFile.COMMAND).read_text() == "make test"
+    views = [jobs.view(job_id)]
+    assert views[0] == {"id": job_id, "state": "running", "started_at": views[0]["started_at"],  # type: ignore[index]
+                        "ended_at": None, "exit_code": None, "attachable": True}
+    jobs.executor.close(job_id)  # the engine let go without an exit code: lost
+    views.append(jobs.view(job_id))
+    assert views[-1]["state"] == "lost" and not views[-1]["attachable"]  # type: ignore[index]
+    (job_dir / JobFile.ENDED_AT).write_text("1700000000.250\n")
+    (job_dir / JobFile.EXIT_CODE).write_text("3\n")
+    views.append(jobs.view(job_id))
+    assert views[-1]["state"] == "done" and views[-1]["exit_code"] == 3  # type: ignore[index]
+    assert views[-1]["ended_at"] == 1700000000.25  # type: ignore[index]
+    (job_dir / JobFile.STOPPED).write_text("")
+    views.append(jobs.view(job_id))
+    assert views[-1]["state"] == "stopped"  # type: ignore[index]
+    for view in views:  # every one is a reply the client accepts
+        check_reply(Op.WAIT, {"job": view})
+    assert jobs.view(uuid.uuid4().hex) is None
+
+
+def test_stop_signals_through_the_engine_and_records_the_stop(jobs: Jobs) -> None:
+    job_id, job_dir = started(jobs)
+    view = jobs.stop(job_id, grace=0.05)
+    assert [signum for _, signum in jobs.executor.signals] == [15, 9]  # type: ignore[attr-defined]
+    assert view is not None and view["state"] == "stopped" and view["exit_code"] == 128 + 9
+    assert jobs.attach_argv(job_id) is None
+
+
+def test_a_marker_split_across_reads_is_held_back() -> None:
+    assert _split_marker_start(b"abc" + MARKER[:4], MARKER) == (b"abc", MARKER[:4])
+    assert _split_marker_start(b"abc\x1b", MARKER) == (b"abc", b"\x1b")
+    assert _split_marker_start(b"abc", MARKER) == (b"abc", b"")
+
+
+@pytest.mark.parametrize("log_end", [None, 3])
+def test_a_log_is_copied_up_to_the_jobs_own_output(jobs: Jobs, log_end: int | None) -> None:
+    job_id, job_dir = started(jobs)
+    (job_dir / JobFile.OUTPUT).write_bytes(b"hello" + MARKER + b"--- Job done ---")
+    if log_end is not None:
+        (job_dir / JobFile.LOG_END).write_text(f"{log_end}\n")
+    (job_dir / JobFile.EXIT_CODE).write_text("0\n")
+    out = io.BytesIO()
+    with open(os.path.join(job_dir, JobFile.OUTPUT), "rb") as log:
+        Agent(jobs.layout, jobs)._copy_log(job_id, log, 0, True, out)
+    assert out.getvalue() == (b"hello" if log_end is None else b"hel")
