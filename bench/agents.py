@@ -166,7 +166,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-worker", action="store_true", help="skip the second-run upload measure")
     args = parser.parse_args()
-    manifest = json.loads((AGENTS / "manifest.json").read_text())
+    try:
+        manifest = json.loads((AGENTS / "manifest.json").read_text())
+    except (OSError, ValueError):
+        print("bench/agents.py: no built agents (p/agents/manifest.json); `make agents` first")
+        return 0
+    if os.geteuid() != 0:
+        print("bench/agents.py: needs root (it runs the agents in their build rootfs); skipped")
+        return 0
+    from p.artifacts import sources_digest
+
+    if manifest.get("agent_sources") != sources_digest():
+        print("bench/agents.py: the built agents are stale (the agent's sources changed); `make agents` first")
+        return 0
     print(f"{'arch':8} {'size':>8} {'first start':>12} {'unpacked':>9} {'python3':>8} "
           f"{'unpacked/python3 (goal <= 2)':>29} {'2nd-run upload':>15}")
     for arch in args.arches:

@@ -13,7 +13,7 @@ arch=${1:?usage: build-one.sh <arch>}
 deb_arch "$arch" >/dev/null
 out_dir=${P_AGENTS_DIR:-$root/p/agents}
 out=$out_dir/p-agent-$arch
-mkdir -p "$P_BUILD_CACHE" "$out_dir"
+mkdir -p "$P_BUILD_CACHE/logs" "$out_dir"
 cleanup=()
 on_exit() {
     local c

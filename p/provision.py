@@ -80,10 +80,10 @@ for dir in "{lib_dir}"/*; do
 done
 export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="{tmp}"
 if [ -n "$lib" ]; then
-    if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ] && "$lib/p-agent" serve --detach --engine {engine}; then
-        exit 0
+    if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ]; then
+        "$lib/p-agent" serve --detach --engine {engine} && exit 0
+        rm -rf "$lib"  # it would not start: the binary makes it again
     fi
-    rm -rf "$lib"
     exec "{bin}/$name" serve --detach --engine {engine} --unpack-to "$lib" --sha256 {sha}
 fi
 exec {launcher} "{bin}/$name" serve --detach --engine {engine}

@@ -50,7 +50,13 @@ def test_every_subcommand_runs_on_the_snapshot_with_the_stdlib_alone(snapshot: P
         assert done.returncode == 0, f"agents.py {' '.join(args)}: {done.stderr}"
         return done.stdout.strip()
 
+    from p_protocol.platforms import ARCHES
+
     assert ok("version") == VERSION
+    assert ok("arches") == " ".join(ARCHES)
+    assert ok("deb-arch", "aarch64") == "arm64"
+    assert ok("binfmt", "riscv64").split()[0].endswith("\\x02\\x00\\xf3\\x00")
+    assert agents_py(snapshot, agents_dir, "deb-arch", "mips").returncode != 0
     assert len(ok("sources-hash")) == 64
     # The build and the client name the agent's sources with one function.
     assert ok("agent-sources") == artifacts.sources_digest()

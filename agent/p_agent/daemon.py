@@ -81,8 +81,8 @@ def serve(layout: Layout, engine: str, detach: bool, unpack_to: tuple[str, str] 
     if frozen is not None and unpack_to is not None:
         try:
             unpack.unpack(*frozen, *unpack_to)
-        except (OSError, ValueError, unpack.UnpackError) as exc:
-            # Only later starts get slower: this one goes on.
+        except Exception as exc:  # noqa: BLE001 - whatever it was, only later starts get slower
+            # This start goes on from the binary; the next ones start from it too.
             print(f"could not unpack to {unpack_to[0]}: {exc}", file=sys.stderr)
     os.ftruncate(lock_fd, 0)
     os.write(lock_fd, f"{os.getpid()}\n".encode())

@@ -57,8 +57,8 @@ def unpack(bundle: str, frozen: str, dest: str, sha256: str) -> None:
     C libraries of ``bundle``.
 
     Built beside ``dest`` and renamed into place, so ``dest`` either does not
-    exist or is complete; a second agent racing to the same ``dest`` loses
-    the rename and leaves the first one's copy alone.
+    exist or is complete; of two agents racing to the same ``dest``, the
+    second finds it complete and leaves it alone.
     """
     if is_complete(dest, sha256):
         return
@@ -87,7 +87,9 @@ def unpack(bundle: str, frozen: str, dest: str, sha256: str) -> None:
             mark.write(sha256 + "\n")
             mark.flush()
             os.fsync(mark.fileno())
-        shutil.rmtree(dest, ignore_errors=True)  # incomplete: no COMPLETE mark
+        if is_complete(dest, sha256):
+            return  # another start made it meanwhile
+        shutil.rmtree(dest, ignore_errors=True)  # a half-made one (no COMPLETE mark)
         try:
             os.rename(tree, dest)
         except OSError:
