@@ -117,3 +117,17 @@ def test_a_log_is_copied_up_to_the_jobs_own_output(jobs: Jobs, log_end: int | No
     with open(os.path.join(job_dir, JobFile.OUTPUT), "rb") as log:
         Agent(jobs.layout, jobs)._copy_log(job_id, log, 0, True, out)
     assert out.getvalue() == (b"hello" if log_end is None else b"hel")
+
+
+def test_clean_leaves_a_workdir_being_synced_alone(jobs: Jobs) -> None:
+    """Between prepare and start a workdir has no job yet: a `p worker clean`
+    meanwhile must not delete it under the client's rsync."""
+    syncing, finished = uuid.uuid4().hex, started(jobs)[0]
+    jobs.prepare(syncing, "0123456789abcdef")
+    Path(jobs.layout.workdir(syncing), "file").write_text("being synced")
+    jobs.executor.close(finished)
+    Path(jobs.layout.job_dir(finished), JobFile.EXIT_CODE).write_text("0\n")
+    removed = jobs.clean()
+    assert removed["jobs"] == [finished]
+    assert Path(jobs.layout.workdir(syncing), "file").read_text() == "being synced"
+    assert not os.path.exists(jobs.layout.workdir(finished))

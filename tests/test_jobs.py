@@ -340,3 +340,31 @@ def test_a_job_started_off_a_terminal_gets_none_like_ssh(p1: PClient) -> None:
     log = p1("--", "git -c color.ui=auto log", timeout=60)
     assert log.returncode == 0, log.stderr
     assert "first commit" in log.stdout and "\x1b" not in log.stdout
+
+
+def test_an_off_terminal_job_that_outlives_its_tmux_server_can_be_stopped(p1: PClient) -> None:
+    """A job started off a terminal has none to hear a hangup through: when
+    the agent's tmux server goes away, it runs on, so p must still show it
+    running and `p stop` must still end it."""
+    job_id = p1("-d", "-n", "--", "sleep 300; echo never", check=True).stdout.strip()
+    home = p1.worker_home("w1")
+    pgid_file = job_dir(home, job_id) / "pgid"
+    eventually(pgid_file.exists)
+    pgid = int(pgid_file.read_text())
+    spec = p1.sshd.workers["w1"]
+    subprocess.run(["runuser", "-u", spec.user, "--", "tmux", "-S", str(home / ".p" / "run" / "tmux.sock"),
+                    "kill-server"], check=True)
+    (record,) = json.loads(p1("ls", "--json", "--refresh").stdout)
+    assert record["status"] == "running"
+    assert p1("stop", "--grace", "1", job_id).returncode == 0
+
+    def group_gone() -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    eventually(group_gone, timeout=20)
+    (record,) = p1.jobs()
+    assert record["status"] == "stopped"

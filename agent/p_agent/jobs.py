@@ -31,6 +31,16 @@ class Jobs:
         # A job being started has a directory and no session yet: `clean`
         # must not take it for a lost one.
         self.starting = threading.Lock()
+        # Jobs whose workdir a client is syncing into (between prepare and
+        # start): `clean` must leave that workdir alone.
+        self.syncing: set[str] = set()
+
+    def prepare(self, job_id: str, spare_key: str) -> bool:
+        """The job's workdir, ready for the client's sync: the spare copy of
+        its directory when there is one (see spares.py)."""
+        with self.starting:
+            self.syncing.add(job_id)
+            return self.spares.take(spare_key, self.layout.workdir(job_id))
 
     def ensure_layout(self) -> None:
         for path in (self.layout.root, self.layout.bin_dir, self.layout.jobs_dir, self.layout.workdirs_dir,
@@ -48,6 +58,7 @@ class Jobs:
         one); ``expect_client``: a client is on its way to attach, so the
         "Job done" screen waits for it even if the job ends first."""
         with self.starting:
+            self.syncing.discard(job_id)
             job_dir = self.layout.job_dir(job_id)
             workdir = self.layout.workdir(job_id)
             if os.path.exists(job_dir):
@@ -158,6 +169,7 @@ class Jobs:
                 raise ProtocolError("the job is running; stop it first or force")
             self.stop(job_id, grace=2.0)
         self.executor.close(job_id)
+        self.syncing.discard(job_id)
         for path in (self.layout.workdir(job_id), self.layout.job_dir(job_id)):
             rmtree(path)
         if spare_key is not None:
@@ -178,7 +190,8 @@ class Jobs:
                     self.executor.close(job_id)  # a "Job done" screen, if any
                     rmtree(self.layout.job_dir(job_id))
                     removed.append(job_id)
-        workdirs = [job_id for job_id in _job_ids(self.layout.workdirs_dir) if job_id not in running]
+            busy = running | self.syncing
+        workdirs = [job_id for job_id in _job_ids(self.layout.workdirs_dir) if job_id not in busy]
         for job_id in workdirs:
             rmtree(self.layout.workdir(job_id))
         return {"jobs": removed, "workdirs": len(workdirs), "spares": self.spares.drop()}

@@ -57,8 +57,7 @@ class Agent:
                   engine=self.jobs.executor.name)
 
     def on_prepare(self, request: dict[str, Any]) -> dict[str, Any]:
-        workdir = self.layout.workdir(request["id"])
-        return ok(reused=self.jobs.spares.take(request["spare"], workdir))
+        return ok(reused=self.jobs.prepare(request["id"], request["spare"]))
 
     def on_start(self, request: dict[str, Any]) -> dict[str, Any]:
         job_id = request["id"]

@@ -99,13 +99,34 @@ def session_name(job_id: str) -> str:
 
 
 class _Sessions:
-    """The jobs whose session is open, from one `list-sessions`."""
+    """The jobs whose session is open, from one `list-sessions`, and those
+    that run on without one: a job started off a terminal is in a process
+    session of its own, so when its tmux session goes (the server killed)
+    no hangup reaches it. It is held while its process group lives, so that
+    `p stop` can still end it."""
 
-    def __init__(self, names: set[str]) -> None:
+    def __init__(self, names: set[str], layout: Layout) -> None:
         self.names = names
+        self.layout = layout
 
     def __contains__(self, job_id: object) -> bool:
-        return isinstance(job_id, str) and session_name(job_id) in self.names
+        if not isinstance(job_id, str):
+            return False
+        if session_name(job_id) in self.names:
+            return True
+        job_dir = self.layout.job_dir(job_id)
+        if os.path.exists(os.path.join(job_dir, JobFile.EXIT_CODE)):
+            return False
+        pgid = _pgid(job_dir)
+        if pgid is None:
+            return False
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False  # another user's group by now (the number was reused)
+        return True
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -139,7 +160,7 @@ class TmuxExecutor:
                               "exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT)))
 
     def alive(self) -> _Sessions:
-        return _Sessions(self.tmux.sessions())
+        return _Sessions(self.tmux.sessions(), self.layout)
 
     def signal(self, job_id: str, signum: int) -> None:
         job_dir = self.layout.job_dir(job_id)
