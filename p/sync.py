@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 import subprocess
 import sys
@@ -14,9 +13,12 @@ from .ssh import Transport
 # `.gitignore` files at every level apply; `.git/` itself is kept because
 # builds read the commit or the latest tag from it.
 PUSH_FILTER = ["--filter=:- .gitignore"]
-# Narrows a listing to the names `_looks_secret` judges.
-SENSITIVE_FILTER = ["--include=*/", "--include=.ssh/**", "--include=*.pem", "--include=.env",
-                    "--include=id_*", "--exclude=*"]
+# Narrows a listing to the names `_looks_secret` judges. `.git/` first: git
+# names files after branches and tags (`refs/heads/id_cleanup`), not secrets.
+SENSITIVE_FILTER = ["--exclude=.git/", "--include=*/", "--include=.ssh/**", "--include=*.pem", "--include=*.key",
+                    "--include=.env", "--include=.env.*", "--include=id_*", "--exclude=*"]
+# Templates of a `.env`, committed by convention so others know what to fill in.
+ENV_TEMPLATES = ("example", "sample", "template")
 PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+\d+%")
 TOTAL_RE = re.compile(rb"^Total transferred file size: ([\d,]+)", re.MULTILINE)
 NO_RSYNC = "rsync is not installed here; install it (e.g. `apt install rsync`)"
@@ -50,10 +52,17 @@ def sensitive_files(source_dir: str) -> list[str]:
 
 def _looks_secret(name: str) -> bool:
     """Names that usually hold credentials: anything under a `.ssh/`
-    directory, `*.pem`, `.env`, and private keys `id_*` (with no extension:
-    `id_rsa.pub` and `id_map.py` are not)."""
-    base = posixpath.basename(name)
-    return ("/.ssh/" in f"/{name}" or base.endswith(".pem") or base == ".env"
+    directory, `*.pem`, `*.key`, `.env` and `.env.*` (but not its templates,
+    `.env.example`), and private keys `id_*` (with no extension: `id_rsa.pub`
+    and `id_map.py` are not). Nothing inside a `.git/` directory: git's own
+    files are named after refs, which anyone may call `id_...`."""
+    parts = name.split("/")
+    if ".git" in parts[:-1]:
+        return False
+    base = parts[-1]
+    if base.startswith(".env."):
+        return base.rpartition(".")[2] not in ENV_TEMPLATES
+    return (".ssh" in parts[:-1] or base.endswith((".pem", ".key")) or base == ".env"
             or (base.startswith("id_") and "." not in base))
 
 

@@ -11,14 +11,66 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SSHD = shutil.which("sshd", path="/usr/sbin:/usr/local/sbin:" + os.environ.get("PATH", "")) or "/usr/sbin/sshd"
+# The names `start` gives the users it makes. Whatever else a list of users
+# says (a file someone else wrote, a typo), it is never killed or deleted.
+THROWAWAY_USER = re.compile(r"pt[0-9a-f]{8}")
+
+
+class UnsafeDirectory(Exception):
+    """A state directory that someone else could have filled."""
+
+
+def private_dir(path: str) -> None:
+    """``path`` as a directory only we can write: made now, or checked.
+
+    Its keys, config and pid file are trusted (as root: a login, signals,
+    deleted users), so one that another user made first is refused.
+    """
+    try:
+        os.makedirs(path, mode=0o700)  # closed until it is ours for certain
+    except FileExistsError:
+        check_private_dir(path)
+    os.chmod(path, 0o755)  # the throwaway users reach their homes through it
+
+
+def check_private_dir(path: str) -> None:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        problem = "is a symlink" if stat.S_ISLNK(info.st_mode) else "is not a directory"
+    elif info.st_uid != os.getuid():
+        try:
+            owner = pwd.getpwuid(info.st_uid).pw_name
+        except KeyError:
+            owner = f"uid {info.st_uid}"
+        problem = f"belongs to {owner}"
+    elif info.st_mode & 0o022:
+        problem = "is writable by others"
+    else:
+        return
+    raise UnsafeDirectory(f"{path} {problem}, so what it holds may not be ours; remove it and try again")
+
+
+def kill_users(users: Iterable[str]) -> None:
+    for user in users:
+        if THROWAWAY_USER.fullmatch(user):
+            subprocess.run(["pkill", "-KILL", "-u", user], stderr=subprocess.DEVNULL)
+
+
+def delete_users(users: Iterable[str]) -> None:
+    for user in users:
+        if THROWAWAY_USER.fullmatch(user):
+            subprocess.run(["userdel", "-r", "-f", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def free_port() -> int:
@@ -28,9 +80,11 @@ def free_port() -> int:
 
 
 def keygen(path: str) -> str:
-    """A new key pair at ``path``, or the one already there."""
-    if not os.path.exists(path):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+    """A new key pair at ``path``: one found there may be someone else's."""
+    for old in (path, path + ".pub"):
+        if os.path.lexists(old):
+            os.unlink(old)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
     with open(path + ".pub") as pub:
         return pub.read().strip()
 
@@ -61,10 +115,32 @@ class SshdWorkers:
     def client_key(self) -> str:
         return os.path.join(self.root, "client_key")
 
+    @property
+    def sshd_config(self) -> str:
+        return os.path.join(self.root, "sshd_config")
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.root, "sshd.pid")
+
+    def running_pid(self) -> int | None:
+        """The pid in the pid file if it is this sshd's: after a reboot, or
+        a crash, it may be any process's."""
+        try:
+            with open(self.pid_file) as src:
+                pid = int(src.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as src:
+                cmdline = src.read().replace(b"\0", b" ").decode(errors="replace")
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except (OSError, ValueError):
+            return None
+        # sshd may retitle itself, but keeps its arguments in the title.
+        ours = owner == os.getuid() and f" -f {self.sshd_config} " in f" {cmdline} "
+        return pid if ours else None
+
     def start(self, names: list[str], restricted: dict[str, str] | None = None) -> SshdWorkers:
         """``restricted`` maps a worker name to a PATH its sessions get."""
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
-        os.chmod(self.root, 0o755)
+        private_dir(self.root)
         host_key = os.path.join(self.root, "host_key")
         host_pub = keygen(host_key)
         client_pub = keygen(self.client_key)
@@ -88,18 +164,18 @@ class SshdWorkers:
         matches = ""
         for name, path in (restricted or {}).items():
             matches += f"\nMatch User {self.workers[name].user}\n    SetEnv PATH={path}\n"
-        config = os.path.join(self.root, "sshd_config")
+        config = self.sshd_config
         with open(config, "w") as out:
             out.write(f"""\
 Port {self.port}
 ListenAddress 127.0.0.1
 HostKey {host_key}
-PidFile {self.root}/sshd.pid
+PidFile {self.pid_file}
 AuthorizedKeysFile {authorized}
 StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
+PermitRootLogin no
 AllowStreamLocalForwarding yes
 AllowTcpForwarding yes
 UsePAM no
@@ -153,10 +229,8 @@ Host {alias}
             out.write(self.host_block(alias, **kwargs))  # type: ignore[arg-type]
 
     def stop(self) -> None:
-        for user in self.created_users:
-            subprocess.run(["pkill", "-KILL", "-u", user], stderr=subprocess.DEVNULL)
+        kill_users(self.created_users)
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=10)
-        for user in self.created_users:
-            subprocess.run(["userdel", "-r", "-f", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        delete_users(self.created_users)

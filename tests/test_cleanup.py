@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import PClient
 from helpers import eventually, job_dir, one_line_error, workdir, worker_processes, worker_sessions
+
+from p.sync import _looks_secret
 
 
 def spares_holding(p: PClient, worker: str, name: str) -> list[Path]:
@@ -109,3 +113,39 @@ def test_syncing_what_looks_secret_needs_a_yes(p1: PClient) -> None:
     result = p1("--", "ls -A")
     assert result.returncode == 0, result.stderr
     assert ".env" not in result.stdout.split() and "id_map.py" in result.stdout.split()
+
+
+def test_a_branch_named_like_a_key_is_not_a_secret_but_keys_and_env_files_are(p1: PClient) -> None:
+    project = p1.workdir
+    (project / "README").write_text("hi\n")
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "README"], ["commit", "-q", "-m", "one"], ["branch", "id_cleanup"],
+                 ["checkout", "-q", "id_cleanup"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    assert (project / ".git" / "refs" / "heads" / "id_cleanup").exists()
+    assert (project / ".git" / "logs" / "refs" / "heads" / "id_cleanup").exists()
+    # Committed by convention: examples of a .env, not one.
+    for name in (".env.example", ".env.sample", ".env.template"):
+        (project / name).write_text("TOKEN=\n")
+    result = p1("--", "git rev-parse --abbrev-ref HEAD")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "id_cleanup\n"  # .git/ itself is still synced
+    (project / "tls").mkdir()
+    (project / "tls" / "server.key").write_text("key\n")
+    (project / ".env.local").write_text("TOKEN=x\n")
+    message = one_line_error(p1("--", "true"))
+    assert "tls/server.key" in message and ".env.local" in message
+    assert "id_cleanup" not in message and ".env.example" not in message
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("id_rsa", True), ("deploy/id_ed25519", True), ("id_rsa.pub", False), ("id_map.py", False),
+    (".git/refs/heads/id_cleanup", False), ("vendor/lib/.git/logs/refs/heads/id_x", False),
+    (".git/.env", False), ("a.git/id_rsa", True),
+    ("server.key", True), ("keys/server.key", True), ("monkey", False),
+    (".env", True), (".env.local", True), ("app/.env.production", True),
+    (".env.example", False), (".env.sample", False), (".env.template", False), (".env.local.example", False),
+    (".envrc", False), (".ssh/config", True), ("certs/ca.pem", True),
+])
+def test_which_names_look_secret(name: str, secret: bool) -> None:
+    assert _looks_secret(name) is secret

@@ -10,6 +10,7 @@ master, the sshd (and the throwaway user).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from sshd_worker import SshdWorkers  # noqa: E402
+from sshd_worker import SshdWorkers, UnsafeDirectory, check_private_dir, delete_users, kill_users  # noqa: E402
 
 from p import config as config_module  # noqa: E402
 from p import paths  # noqa: E402
@@ -51,8 +52,9 @@ true
 
 def state_dir() -> str:
     # As root the worker is another user, who must reach its home and the
-    # authorized keys here: not under /root.
-    return "/var/tmp/p-demo" if os.getuid() == 0 else os.path.join(paths.data_dir(), "demo")
+    # authorized keys here: not under /root. Nor where anyone may create it
+    # first (/var/tmp): what it holds decides who logs in and what root kills.
+    return "/var/lib/p-demo" if os.getuid() == 0 else os.path.join(paths.data_dir(), "demo")
 
 
 def p(*args: str, cwd: str | None = None) -> int:
@@ -62,11 +64,8 @@ def p(*args: str, cwd: str | None = None) -> int:
 
 def stop(state: str) -> bool:
     """Stop whatever a demo left running; False if there was none."""
-    pidfile = os.path.join(state, "sshd.pid")
-    try:
-        with open(pidfile) as src:
-            sshd_pid = int(src.read().strip())
-    except (OSError, ValueError):
+    sshd = SshdWorkers(state)
+    if not os.path.exists(sshd.pid_file):
         return False
     config = config_module.load()
     if config.has_worker(WORKER):
@@ -83,27 +82,37 @@ def stop(state: str) -> bool:
             os.rmdir(transport.runtime)  # unless other workers' sockets live there
         except OSError:
             pass
-    try:
-        os.kill(sshd_pid, signal.SIGTERM)  # it removes its pid file itself
-    except ProcessLookupError:
-        os.unlink(pidfile)
+    sshd_pid = sshd.running_pid()
+    if sshd_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sshd_pid, signal.SIGTERM)  # it removes its pid file itself
+    else:
+        # Left from before a reboot, say: its pid may be anyone's now.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sshd.pid_file)
     users = os.path.join(state, "users")
     if os.path.exists(users):
         with open(users) as src:
-            for user in src.read().split():
-                subprocess.run(["pkill", "-KILL", "-u", user], stderr=subprocess.DEVNULL)
-                subprocess.run(["userdel", "-r", "-f", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            names = src.read().split()
+        kill_users(names)
+        delete_users(names)
         os.unlink(users)
     return True
 
 
 def main() -> int:
     state = state_dir()
-    if "--stop" in sys.argv:
-        print("demo worker stopped" if stop(state) else "no demo worker is running")
-        return 0
-    stop(state)
-    workers = SshdWorkers(state).start(["p-demo"])
+    try:
+        if os.path.lexists(state):
+            check_private_dir(state)  # before stop() acts on what it says
+        if "--stop" in sys.argv:
+            print("demo worker stopped" if stop(state) else "no demo worker is running")
+            return 0
+        stop(state)
+        workers = SshdWorkers(state).start(["p-demo"])
+    except UnsafeDirectory as error:
+        print(f"p: {error}", file=sys.stderr)
+        return 1
     if workers.created_users:
         with open(os.path.join(state, "users"), "w") as out:
             out.write("\n".join(workers.created_users) + "\n")
