@@ -62,7 +62,7 @@ if [ -n "$upload" ]; then
     if [ -n "$sum" ] && [ "$sum" != {sha} ]; then
         rm -f "$upload"; echo "the upload arrived damaged (sha256 $sum); retry" >&2; exit 1
     fi
-    chmod 700 "$upload" && mv -f "$upload" "$name" && echo {sha} > "$name.sha256" || exit 1
+    chmod 700 "$upload" && mv -f "$upload" "$name" && (umask 077; echo {sha} > "$name.sha256") || exit 1
 fi
 for pidfile in "{run}"/agent-*.pid; do
     [ -f "$pidfile" ] || continue

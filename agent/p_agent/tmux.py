@@ -67,8 +67,7 @@ class Tmux:
         return result
 
     def write_conf(self) -> None:
-        with open(self.layout.tmux_conf, "w") as conf:
-            conf.write(TMUX_CONF)
+        write_file(self.layout.tmux_conf, TMUX_CONF)
 
     def sessions(self) -> set[str]:
         """Names of open sessions; none when the server is not running."""
