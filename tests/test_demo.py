@@ -84,9 +84,11 @@ def root_env(tmp_path: Path) -> dict[str, str]:
 def test_demo_works_for_a_normal_user_and_stops_entirely(demo_checkout: tuple[Path, Path]) -> None:
     src, venv = demo_checkout
     user = new_user()
+    uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True).stdout)
+    runtime = Path(f"/tmp/p-{uid}")
+    shutil.rmtree(runtime, ignore_errors=True)  # a removed user of the same uid may have left it
     try:
         home = subprocess.run(["getent", "passwd", user], capture_output=True, text=True).stdout.split(":")[5]
-        uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True).stdout)
         env = {"HOME": home, "PATH": USER_PATH, "LANG": "C.UTF-8"}
         started = make(src, venv, "demo", env, user)
         assert started.returncode == 0, started.stdout + started.stderr
@@ -96,9 +98,10 @@ def test_demo_works_for_a_normal_user_and_stops_entirely(demo_checkout: tuple[Pa
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         # Nothing left running: sshd, SSH master, agent, tmux; nor p's runtime dir.
         assert live_processes("-u", user) == []
-        assert not Path(f"/tmp/p-{uid}").exists()
+        assert not runtime.exists()
     finally:
         remove_user(user)
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_demo_as_root_works_as_an_unprivileged_worker(demo_checkout: tuple[Path, Path], tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from sshd_worker import SshdWorkers, UnsafeDirectory, check_private_dir, delete_
 from p import config as config_module  # noqa: E402
 from p import paths  # noqa: E402
 from p.errors import PError  # noqa: E402
-from p.link import local_socket  # noqa: E402
 from p.ssh import Transport  # noqa: E402
 
 P = os.path.join(os.path.dirname(sys.executable), "p")
@@ -75,9 +74,12 @@ def stop(state: str) -> bool:
         except PError:
             pass  # the worker is gone already
         transport.close_master()
-        for path in (transport.control_path, local_socket(transport)):
-            if os.path.lexists(path):
-                os.unlink(path)
+        # Not a fixed list (control socket, agent socket, ...): every file p
+        # keeps for a worker here carries its key, whatever p adds later.
+        for name in os.listdir(transport.runtime):
+            if transport.key in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(transport.runtime, name))
         try:
             os.rmdir(transport.runtime)  # unless other workers' sockets live there
         except OSError:
