@@ -9,6 +9,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
+from p_protocol.layout import END_FILE_SIZE, JobFile
+
 # Waiters poll job files: quick at first, so a short job's end is seen within
 # milliseconds, slower for long jobs.
 POLL_FIRST = 0.01
@@ -32,6 +34,20 @@ def write_file(path: str, text: str, mode: int = 0o600) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     os.replace(tmp, path)
+
+
+def fill_in(path: str, text: str) -> None:
+    """Write a job's end file over the space reserved for it (see
+    ``JobFile.PENDING``), so a full disk cannot leave it empty."""
+    pending = path + JobFile.PENDING
+    try:
+        fd = os.open(pending, os.O_WRONLY)
+    except FileNotFoundError:
+        write_file(path, text)  # a job started by an agent that reserved nothing
+        return
+    with os.fdopen(fd, "w") as out:
+        out.write(text.strip().ljust(END_FILE_SIZE - 1) + "\n")
+    os.replace(pending, path)
 
 
 def read_file(path: str) -> str | None:

@@ -15,11 +15,11 @@ from collections.abc import Container
 from typing import Any
 
 from p_protocol import JOB_ID_RE, ProtocolError
-from p_protocol.layout import JobFile, Layout
+from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 from p_protocol.states import State
 
 from .executor import Executor, JobStart
-from .files import ASK_ENGINE_EVERY, parse_float, poll_intervals, read_file, rmtree, write_file
+from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .spares import Spares
 
 
@@ -69,6 +69,8 @@ class Jobs:
             for name, text in ((JobFile.COMMAND, command), (JobFile.CWD, cwd), (JobFile.WORKER, worker),
                                (JobFile.STARTED_AT, f"{time.time():.3f}"), (JobFile.OUTPUT, "")):
                 write_file(os.path.join(job_dir, name), text)
+            for name in JobFile.END_FILES:
+                write_file(os.path.join(job_dir, name + JobFile.PENDING), " " * (END_FILE_SIZE - 1) + "\n")
             self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
                                          expect_client))
             return self.view(job_id, {job_id})  # type: ignore[return-value]
@@ -138,7 +140,7 @@ class Jobs:
                 break
         if not self.finished(job_id):
             # Never started, or its script is gone: record the stop ourselves.
-            write_file(os.path.join(job_dir, JobFile.EXIT_CODE), f"{128 + signal.SIGTERM}\n")
+            fill_in(os.path.join(job_dir, JobFile.EXIT_CODE), f"{128 + signal.SIGTERM}")
         self.executor.close(job_id)
         return self.view(job_id)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from shlex import quote
 
-from p_protocol.layout import JobFile
+from p_protocol.layout import END_FILE_SIZE, JobFile
 
 # Why each step:
 # - A job started from a terminal gets the session's terminal: `set -m` gives
@@ -29,6 +29,9 @@ from p_protocol.layout import JobFile
 # - What the script writes is the user's alone (umask 077, as everything
 #   under ~/.p); the command runs with the umask the script was given, so a
 #   job's own files come out as they would over `ssh host cmd`.
+# - The end files are written over space reserved when the job started
+#   (`<name>.pending`, filled in place, then renamed): a disk the job filled
+#   cannot leave them empty, so its end and exit status are never lost.
 # - `trap : INT` keeps the script alive when dash re-raises the job's SIGINT,
 #   so the exit code is still written.
 # - The agent pipes the pane into output.log before this script runs. The
@@ -52,11 +55,14 @@ job={job_dir}
 sock={tmux_socket}
 user_umask=$(umask)
 umask 077
+record() {{
+    printf '%-{pad}s\\n' "$2" 1<>"$job/$1{pending}" && mv -f "$job/$1{pending}" "$job/$1" || echo "$2" > "$job/$1"
+}}
 trap : INT
 {start}
 end=$(date +%s.%N)
 case $end in *.[0-9][0-9][0-9]*) end=${{end%"${{end#*.???}}"}} ;; *) end=${{end%%.*}} ;; esac
-echo "$end" > "$job/{ended_at}"
+record {ended_at} "$end"
 printf '{marker_printf}'{marker_to}
 n=0
 until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
@@ -65,8 +71,8 @@ until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
 done
 size=$(wc -c < "$job/{output}")
 [ $n -lt 500 ] && size=$((size - {marker_len}))
-echo $size > "$job/{log_end}"
-echo "$code" > "$job/{exitcode}"
+record {log_end} "$size"
+record {exitcode} "$code"
 pane() {{
     tmux -S "$sock" display-message -p -t "$TMUX_PANE" "$1" 2>/dev/null
 }}
@@ -118,9 +124,12 @@ ms() {{
     echo $((whole * 1000 + frac))
 }}
 start=$(ms "$(cat "$job/{started_at}")")
-code=$(cat "$job/{exitcode}" 2>/dev/null)
+code=
+read -r code 2>/dev/null < "$job/{exitcode}"
 if [ -n "$code" ]; then
-    end=$(ms "$(cat "$job/{ended_at}" 2>/dev/null || date +%s)")
+    end=
+    read -r end 2>/dev/null < "$job/{ended_at}"
+    end=$(ms "${{end:-$(date +%s)}}")
     state="done [$code]"
 else
     end=$(ms "$(date +%s.%N)")
@@ -154,6 +163,8 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
         ended_at=JobFile.ENDED_AT,
         output=JobFile.OUTPUT,
         exitcode=JobFile.EXIT_CODE,
+        pending=JobFile.PENDING,
+        pad=END_FILE_SIZE - 1,
     )
 
 
