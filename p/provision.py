@@ -29,8 +29,29 @@ for tool in tmux rsync python3; do
 done
 """
 
+# A pid file is never trusted by itself: after a reboot or an OOM kill its pid
+# may name any process, a job's included. An agent holds its pid file open,
+# flock'ed, for as long as it serves (agent/p_agent/daemon.py): `holder`
+# prints the file's pid only if that process has the file open; `served`
+# says whether any process holds the lock (flock(1), or the same check
+# where it is missing).
+AGENT_SH = """\
+holder() {{
+    pid=$(cat "$1" 2>/dev/null)
+    case $pid in ''|*[!0-9]*) return 1 ;; esac
+    file=$(cd "${{1%/*}}" 2>/dev/null && pwd -P)/${{1##*/}}
+    for fd in /proc/"$pid"/fd/*; do
+        [ "$(readlink "$fd" 2>/dev/null)" = "$file" ] && echo "$pid" && return 0
+    done
+    return 1
+}}
+served() {{
+    if command -v flock >/dev/null 2>&1; then ! flock -n "$1" true 2>/dev/null; else holder "$1" >/dev/null; fi
+}}
+"""
+
 # Then the installed agents. Creating ~/.p here too saves a round trip later.
-PROBE_SH = FACTS_SH + """\
+PROBE_SH = FACTS_SH + AGENT_SH + """\
 umask 077
 mkdir -p "{bin}" "{run}" "{tmp}" "{jobs}" "{workdirs}" || exit 1
 chmod 700 "{root}" "{run}"
@@ -41,18 +62,20 @@ for name in {names}; do
     [ -n "$sum" ] || sum=$(cat "$name.sha256" 2>/dev/null)
     echo "sha:$name=$sum"
 done
-pid=$(cat "{pidfile}" 2>/dev/null)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "{socket}" ]; then
+if holder "{pidfile}" >/dev/null && [ -S "{socket}" ]; then
     echo running=1
 fi
 """
 
 # Installs an uploaded agent (verify, then rename: never a half-written
-# binary under the real name), stops agents of other builds, starts ours.
+# binary under the real name), removes stale pid files, starts ours. Agents
+# of other versions serve their own clients and jobs and leave by themselves
+# once idle; only ours is restarted (a new build of it, or it did not
+# answer), and only once it is known to be the agent.
 # A static agent starts from its unpacked copy in ~/.p/lib/ when one is
 # complete (see agent/p_agent/unpack.py); the first start from the binary
 # makes that copy, and a copy that fails to start is made again.
-START_SH = """\
+START_SH = AGENT_SH + """\
 cd "{bin}" || exit 1
 upload={upload}
 name={name}
@@ -66,17 +89,21 @@ if [ -n "$upload" ]; then
 fi
 for pidfile in "{run}"/agent-*.pid; do
     [ -f "$pidfile" ] || continue
-    if [ "$pidfile" = "{pidfile}" ] && [ -z "$upload" ] && [ -z {restart} ]; then
-        continue
-    fi
-    pid=$(cat "$pidfile" 2>/dev/null)
-    [ -n "$pid" ] || continue
+    served "$pidfile" || {{ rm -f "$pidfile"; continue; }}
+    [ "$pidfile" = "{pidfile}" ] && {{ [ -n "$upload" ] || [ -n {restart} ]; }} || continue
+    pid=$(holder "$pidfile") || continue
     kill "$pid" 2>/dev/null || continue
     n=0
     while kill -0 "$pid" 2>/dev/null && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 done
+in_use=
+for pidfile in "{run}"/agent-*.pid; do
+    pid=$(holder "$pidfile") && in_use="$in_use $(readlink /proc/"$pid"/exe 2>/dev/null)"
+done
 for dir in "{lib_dir}"/*; do
-    [ -e "$dir" ] && [ "$dir" != "$lib" ] && rm -rf "$dir"
+    [ -e "$dir" ] && [ "$dir" != "$lib" ] || continue
+    case $in_use in *" $(cd "$dir" && pwd -P)/"*) continue ;; esac  # an agent of another version runs it
+    rm -rf "$dir"
 done
 export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="{tmp}"
 if [ -n "$lib" ]; then

@@ -4,16 +4,24 @@ left half-synced, or could be read by others. Real workers, real `p`."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import socket
 import stat
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import P_BIN, PClient
+from helpers import eventually, job_dir
 from test_interactive import Screen
+
+from p_protocol import VERSION
 
 
 def _not_private(root: Path, skip: tuple[str, ...] = ()) -> list[str]:
@@ -112,3 +120,125 @@ def test_an_attached_job_that_ends_on_a_full_disk_keeps_its_exit_status(p1: PCli
     finally:
         screen.close()
 
+
+# -- 6: pid files are not trusted -------------------------------------------
+
+SOURCES = Path(__file__).resolve().parent.parent
+
+
+def as_worker(p: PClient, worker: str, *argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    spec = p.sshd.workers[worker]
+    return subprocess.run(["runuser", "-u", spec.user, "--", "env", f"HOME={spec.home}", *argv],
+                          capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def give(p: PClient, worker: str, path: Path, text: str) -> None:
+    """Write ``path`` as the worker's user would have."""
+    path.write_text(text)
+    shutil.chown(path, p.sshd.workers[worker].user, p.sshd.workers[worker].user)
+    path.chmod(0o600)
+
+
+def agent_pid(home: Path, version: str = VERSION) -> int:
+    pid = int((home / ".p/run" / f"agent-{version}.pid").read_text())
+    assert "p_agent" in Path(f"/proc/{pid}/cmdline").read_text() or "p-agent" in Path(
+        f"/proc/{pid}/cmdline").read_text()
+    return pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+
+
+def start_agent_of_version(p: PClient, worker: str, version: str) -> Path:
+    """An agent of another release, as another client would have started it:
+    these sources with another VERSION, run from the worker user's home."""
+    home = p.worker_home(worker)
+    copy = home / f"agent-{version}"
+    shutil.copytree(SOURCES / "agent" / "p_agent", copy / "p_agent")
+    shutil.copytree(SOURCES / "p_protocol", copy / "p_protocol")
+    init = copy / "p_protocol" / "__init__.py"
+    init.write_text(init.read_text().replace(f'VERSION = "{VERSION}"', f'VERSION = "{version}"'))
+    subprocess.run(["chown", "-R", p.sshd.workers[worker].user, str(copy)], check=True)
+    started = as_worker(p, worker, f"PYTHONPATH={copy}", "python3", "-m", "p_agent", "serve", "--detach",
+                        cwd=str(home), timeout=30)
+    assert started.returncode == 0, started.stderr
+    return home / ".p" / "run" / f"agent-{version}.sock"
+
+
+def ask(socket_path: Path, op: str, **fields: object) -> dict[str, object]:
+    """One request to an agent's socket, as its own client sends it."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(30)
+        conn.connect(str(socket_path))
+        conn.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+        reply: dict[str, object] = json.loads(conn.makefile("rb").readline())
+    assert reply["ok"] is True, reply
+    return reply
+
+
+def stop_agent(home: Path, signum: int = signal.SIGTERM) -> None:
+    pid = agent_pid(home)
+    os.kill(pid, signum)
+    eventually(lambda: not alive(pid))
+
+
+def test_a_stale_pid_file_naming_a_job_is_removed_not_obeyed(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    job = p1("-n", "-d", "--", "sleep 300", check=True).stdout.strip()
+    pgid = job_dir(home, job) / "pgid"
+    eventually(lambda: pgid.exists() and pgid.read_text().strip())
+    job_pid = int(pgid.read_text())
+    # The agent dies without cleaning up (OOM killer, power cut); its pid is
+    # reused, here by the job itself, and so is a pid file of another version.
+    stop_agent(home, signal.SIGKILL)
+    run = home / ".p" / "run"
+    give(p1, "w1", run / f"agent-{VERSION}.pid", f"{job_pid}\n")
+    give(p1, "w1", run / "agent-0.0.1.pid", f"{job_pid}\n")
+    p1.close_masters()
+    result = p1("-n", "--", "echo", "works")
+    assert result.stdout == "works\n", result.stderr
+    assert alive(job_pid), "a stale pid file was obeyed: the job was killed"
+    assert not (run / "agent-0.0.1.pid").exists()
+    assert agent_pid(home) != job_pid
+    assert {job["id"]: job["status"] for job in p1.jobs()}[job] == "running"
+    p1("stop", "--grace", "0", job, check=True)
+
+
+def test_an_agent_of_another_version_keeps_serving_its_jobs(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    other = start_agent_of_version(p1, "w1", "0.0.9")
+    other_pid = agent_pid(home, "0.0.9")
+    assert ask(other, "hello")["version"] == "0.0.9"
+    job = uuid.uuid4().hex
+    try:
+        ask(other, "start", id=job, command="sleep 300", cwd="~/elsewhere", worker="w1", cols=80, rows=24,
+            tty=False, attach=False)
+        # This client's agent is gone (idle exit), so its next command starts it.
+        stop_agent(home)
+        p1.close_masters()
+        assert p1("-n", "--", "echo", "works").stdout == "works\n"
+        # The other version's agent and its job were left alone...
+        assert alive(other_pid)
+        jobs = ask(other, "status", ids=[job])["jobs"]
+        assert jobs[job]["state"] == "running"  # type: ignore[index]
+        # ...and it still serves its client: output, stop.
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(30)
+            conn.connect(str(other))
+            conn.sendall(json.dumps({"op": "logs", "id": job, "offset": 0, "follow": False}).encode() + b"\n")
+            assert json.loads(conn.makefile("rb").readline())["ok"] is True
+        stopped = ask(other, "stop", id=job, grace=0)["job"]
+        assert stopped["state"] == "stopped"  # type: ignore[index]
+        # Both agents are still there, each answering its own clients.
+        assert alive(other_pid) and alive(agent_pid(home))
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int((job_dir(home, job) / "pgid").read_text()), signal.SIGKILL)
+        if alive(other_pid):
+            os.kill(other_pid, signal.SIGTERM)
+            eventually(lambda: not alive(other_pid))
