@@ -133,11 +133,13 @@ def worker_register(
     ssh_config: Annotated[Optional[str], typer.Option("--ssh-config", "-F",  # noqa: UP045
                                                       help="ssh_config file for this worker")] = None,
     default: Annotated[bool, typer.Option("--default", help="make it the default worker")] = False,
+    scratch: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--scratch", help="keep its workdirs and spare copies under this directory on the worker")] = None,
 ) -> None:
     """Register a worker: check it, detect its arch, install the agent."""
     from .commands.worker import register
 
-    _done(register(connection, name, ssh_config, default))
+    _done(register(connection, name, ssh_config, default, scratch))
 
 
 @worker_app.command("ls")
@@ -147,6 +149,18 @@ def worker_ls(check: Annotated[bool, typer.Option("--check", "-c", help="probe e
     from .commands.worker import ls as list_workers
 
     _done(list_workers(check))
+
+
+@worker_app.command("set")
+def worker_set(name: str,
+               scratch: Annotated[Optional[str], typer.Option(  # noqa: UP045
+                   "--scratch", help="keep workdirs and spare copies under this directory on the worker "
+                   "(~/.p: back home); refused while jobs run")] = None,
+               ) -> None:
+    """Change a worker's settings, kept on the worker so every client agrees."""
+    from .commands.worker import set_
+
+    _done(set_(name, scratch))
 
 
 @worker_app.command("rm")

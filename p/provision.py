@@ -29,6 +29,15 @@ for tool in tmux rsync python3; do
 done
 """
 
+# Where the workdirs are (the worker's scratch space, see agent/p_agent/scratch.py)
+# and the space left there, in KiB: for `worker ls --check`.
+SPACE_SH = """\
+dir=$(cd "$HOME/.p/workdirs" 2>/dev/null && pwd -P) || dir=$HOME/.p/workdirs
+echo "scratch=${dir%/*}"
+set -- $(df -Pk "$dir" 2>/dev/null | tail -n 1)
+echo "free_kib=$4"
+"""
+
 # A pid file is never trusted by itself: after a reboot or an OOM kill its pid
 # may name any process, a job's included. An agent holds its pid file open,
 # flock'ed, for as long as it serves (agent/p_agent/daemon.py): `holder`
@@ -136,12 +145,17 @@ class WorkerFacts:
     has_python3: bool
     installed: dict[str, str]  # remote agent file name -> sha256
     running: bool
+    scratch: str | None = None  # where the workdirs are
+    free: int | None = None  # bytes free there
 
 
-def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True) -> WorkerFacts:
-    """The worker's facts; with ``agents``, also its installed agents."""
+def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True, space: bool = False) -> WorkerFacts:
+    """The worker's facts; with ``agents``, also its installed agents; with
+    ``space``, where its workdirs are and the space free there."""
     names = " ".join(quote(f"p-agent-{VERSION}{suffix}") for suffix in ("", ".pyz"))
     script = PROBE_SH.format(names=names, **_paths()) if agents else FACTS_SH
+    if space:
+        script += SPACE_SH
     output = transport.run_script(script, timeout=timeout)
     facts: dict[str, str] = {}
     installed: dict[str, str] = {}
@@ -163,6 +177,8 @@ def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True) -
         has_python3=facts.get("has_python3") == "1",
         installed=installed,
         running=facts.get("running") == "1",
+        scratch=facts.get("scratch") or None,
+        free=int(facts["free_kib"]) * 1024 if facts.get("free_kib", "").isdigit() else None,
     )
 
 

@@ -44,6 +44,7 @@ class Op(str, Enum):
     CLEAN = "clean"
     RESOLVE = "resolve"
     WORKDIRS = "workdirs"
+    SCRATCH = "scratch"
 
 
 def _is_int(value: object) -> bool:
@@ -146,6 +147,9 @@ SPECS: dict[Op, Spec] = {
     Op.RESOLVE: Spec((ID, F("path", "str")), (F("path", "str"), F("is_dir", "bool")),
                      "a path inside the job's workdir, symlinks resolved; escapes are refused"),
     Op.WORKDIRS: Spec((F("ids", "ids"),), (F("present", "ids"),), "which of the jobs' workdirs exist"),
+    Op.SCRATCH: Spec((F("path", "str", optional=True, nullable=True),), (F("path", "str"), F("free", "count")),
+                     "where workdirs and spares live and the bytes free there; `path`: move them there "
+                     "first (refused while jobs run)"),
 }
 
 

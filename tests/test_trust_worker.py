@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import P_BIN, PClient
-from helpers import eventually, job_dir
+from helpers import eventually, job_dir, one_line_error
 from test_interactive import Screen
 
 from p_protocol import VERSION
@@ -242,3 +242,68 @@ def test_an_agent_of_another_version_keeps_serving_its_jobs(p1: PClient) -> None
         if alive(other_pid):
             os.kill(other_pid, signal.SIGTERM)
             eventually(lambda: not alive(other_pid))
+
+
+# -- 7: scratch space -----------------------------------------------------------
+
+
+def spare_ready(root: Path) -> bool:
+    return any(not entry.name.count(".tmp-") for entry in root.iterdir())
+
+
+def test_workdirs_on_another_filesystem_still_reuse_the_last_sync(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    (p1.workdir / "data.txt").write_text("one\n")
+    # The user mounted a disk of its own over the workdirs.
+    with small_filesystem(home / ".p" / "workdirs", p1.sshd.workers["w1"].user, "64m"):
+        first = p1("--", "cat data.txt")
+        assert first.stdout == "one\n", first.stderr
+        eventually(lambda: spare_ready(home / ".p" / "spares"))
+        (p1.workdir / "data.txt").write_text("second\n")
+        (p1.workdir / "more.txt").write_text("more\n")
+        second = p1("--", "cat data.txt more.txt")
+        assert second.returncode == 0, second.stderr
+        assert second.stdout == "second\nmore\n"
+
+
+def test_a_workers_scratch_space_holds_its_workdirs_and_spares(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    user = p1.sshd.workers["w1"].user
+    scratch = home / "scratch"
+    scratch.mkdir()
+    shutil.chown(scratch, user, user)
+    try:
+        with small_filesystem(scratch, user, "64m"):
+            running = p1("-n", "-d", "--", "sleep 60", check=True).stdout.strip()
+            assert "once they have ended" in one_line_error(p1("worker", "set", "w1", "--scratch", str(scratch)))
+            p1("stop", "--grace", "0", running, check=True)
+            placed = p1("worker", "set", "w1", "--scratch", str(scratch))
+            assert placed.returncode == 0, placed.stderr
+            assert f"in {scratch} (" in placed.stderr and "MiB free" in placed.stderr
+            (p1.workdir / "data.txt").write_text("one\n")
+            assert p1("--", "cat data.txt").stdout == "one\n"
+            eventually(lambda: spare_ready(scratch / "spares"))
+            (p1.workdir / "data.txt").write_text("second\n")
+            job = p1("-d", "--", "cat data.txt", check=True).stdout.strip()
+            assert p1("wait", job).returncode == 0
+            assert (scratch / "workdirs" / job / "data.txt").read_text() == "second\n"
+            assert (home / ".p" / "workdirs").resolve() == scratch / "workdirs"
+            assert (home / ".p" / "spares").resolve() == scratch / "spares"
+            # Every client sees it: the setting is on the worker.
+            listing = p1("worker", "ls", "--check")
+            assert listing.returncode == 0, listing.stderr
+            header, _, row = listing.stdout.splitlines()[:3]
+            assert header.split()[-4:] == ["ARCH", "SCRATCH", "FREE", "STATUS"]
+            assert str(scratch) in row and "MiB" in row
+            # Back home: the workdirs come along.
+            back = p1("worker", "set", "w1", "--scratch", "~/.p")
+            assert back.returncode == 0, back.stderr
+            assert not (home / ".p" / "workdirs").is_symlink()
+            assert (home / ".p" / "workdirs" / job / "data.txt").read_text() == "second\n"
+    finally:
+        for name in ("workdirs", "spares"):
+            path = home / ".p" / name
+            if path.is_symlink():
+                path.unlink()
+                path.mkdir(mode=0o700)
+                shutil.chown(path, user, user)

@@ -18,6 +18,7 @@ from p_protocol import JOB_ID_RE, ProtocolError
 from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 from p_protocol.states import State
 
+from . import scratch
 from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .spares import Spares
@@ -45,9 +46,29 @@ class Jobs:
     def ensure_layout(self) -> None:
         for path in (self.layout.root, self.layout.bin_dir, self.layout.jobs_dir, self.layout.workdirs_dir,
                      self.layout.run_dir, self.layout.tmp_dir, self.layout.spares_dir):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            except FileExistsError:
+                pass  # a symlink to scratch space that is not mounted now: `prepare` says so
         os.chmod(self.layout.run_dir, 0o700)
         self.executor.setup()
+
+    def scratch(self, path: str | None) -> tuple[str, int]:
+        """Where workdirs and spares live, and the free bytes there; with
+        ``path``, move them there first (see scratch.py)."""
+        if path is not None:
+            with self.starting:
+                alive = self.executor.alive()
+                running = [job_id for job_id in _job_ids(self.layout.jobs_dir)
+                           if (job := self.view(job_id, alive)) is not None and job["state"] == State.RUNNING.value]
+                if running or self.syncing:
+                    raise ProtocolError(f"{len(running) + len(self.syncing)} job(s) run or are being synced "
+                                        "there; set the scratch space once they have ended")
+                with self.spares.lock:
+                    if self.spares.copying:
+                        raise ProtocolError("a spare copy is being made; retry in a minute")
+                    scratch.place(self.layout, path)
+        return scratch.where(self.layout)
 
     # -- start -------------------------------------------------------------
 

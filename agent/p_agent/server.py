@@ -102,6 +102,10 @@ class Agent:
     def on_workdirs(self, request: dict[str, Any]) -> dict[str, Any]:
         return ok(present=self.jobs.existing_workdirs(request["ids"]))
 
+    def on_scratch(self, request: dict[str, Any]) -> dict[str, Any]:
+        path, free = self.jobs.scratch(request["path"])
+        return ok(path=path, free=free)
+
     def _stream_log(self, job_id: str, offset: int, follow: bool, out: BinaryIO) -> None:
         path = self.jobs.log_path(job_id)
         try:

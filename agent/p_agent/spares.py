@@ -15,6 +15,7 @@ spare's place.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -38,13 +39,26 @@ class Spares:
     def take(self, key: str, workdir: str) -> bool:
         """Make the spare of ``key`` the job's workdir (a rename); False when
         there is none and the workdir starts empty."""
+        spare = self.layout.spare(key)
         with self.lock:
             try:
-                os.rename(self.layout.spare(key), workdir)
+                os.rename(spare, workdir)
                 return True
             except FileNotFoundError:
                 os.makedirs(workdir, mode=0o700, exist_ok=True)
                 return False
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        # The user put workdirs (or spares) on a filesystem of its own: a
+        # local copy still beats sending everything again.
+        copied = subprocess.run(["cp", "-a", spare, workdir], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).returncode == 0
+        self.drop(key)
+        if not copied:
+            self.rmtree(workdir)
+            os.makedirs(workdir, mode=0o700)
+        return copied
 
     def copy_from(self, key: str, workdir: str, job_id: str) -> None:
         """Copy ``workdir`` into the spare of ``key``, in the background."""

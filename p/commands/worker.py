@@ -1,4 +1,4 @@
-"""`p worker register|ls|rm|default`: the registered workers."""
+"""`p worker register|ls|set|rm|clean|default`: the registered workers."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from ..verbs import VERBS
 CHECK_TIMEOUT = 20.0
 
 
-def register(connection: str, name: str | None, ssh_config: str | None, make_default: bool) -> int:
+def register(connection: str, name: str | None, ssh_config: str | None, make_default: bool,
+             scratch: str | None = None) -> int:
     split_connection(connection)  # refuses what is not an SSH target
     name = name or host_of(connection)
     if not WORKER_NAME_RE.match(name):
@@ -42,14 +43,46 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
     transport.ensure_master()
     facts = provision.probe(transport)
     agent = link_module.connect_cold(transport, facts)
-    agent.close()
+    try:
+        if scratch is not None:
+            placed = agent.request(Op.SCRATCH, path=scratch, blocking=True)
+    finally:
+        agent.close()
     if make_default or config.default_worker is None or not config.has_worker(config.default_worker):
         config.default_worker = name
     config_module.save(config)
     default = " (default)" if config.default_worker == name else ""
     output.say(f"p: registered worker {name}{default}: {connection}, {facts.system} {facts.machine}, "
                f"p-agent {VERSION}")
+    if scratch is not None:
+        _say_scratch(name, placed)
     return 0
+
+
+def set_(name: str, scratch: str | None) -> int:
+    """Change a worker's settings kept on the worker itself: its scratch space."""
+    if scratch is None:
+        raise PError(f"nothing to set for worker {name}; see `p worker set --help`")
+    link = link_module.connect(name)
+    try:
+        placed = link.agent.request(Op.SCRATCH, path=scratch, blocking=True)
+    finally:
+        link.close()
+    _say_scratch(name, placed)
+    return 0
+
+
+def _say_scratch(name: str, placed: dict[str, object]) -> None:
+    output.say(f"p: worker {name} keeps workdirs and spare copies in {placed['path']} "
+               f"({_size(int(str(placed['free'])))} free)")
+
+
+def _size(free: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024:
+            return f"{free} {unit}"
+        free //= 1024
+    return f"{free} TiB"
 
 
 def ls(check: bool) -> int:
@@ -60,25 +93,27 @@ def ls(check: bool) -> int:
     headers = ["NAME", "CONNECTION", "DEFAULT"]
     rows = [[w.name, w.connection, "*" if w.name == config.default_worker else ""] for w in config.workers]
     if check:
-        headers += ["ARCH", "STATUS"]
+        headers += ["ARCH", "SCRATCH", "FREE", "STATUS"]
         with ThreadPoolExecutor(max_workers=min(64, len(config.workers))) as pool:
             results = list(pool.map(lambda w: _check(config, w), config.workers))
-        for row, (arch, status) in zip(rows, results):
-            row += [arch, status]
+        for row, result in zip(rows, results):
+            row += result
     print(render(headers, rows))
-    if check and any(status != "ok" for _, status in results):
+    if check and any(result[-1] != "ok" for result in results):
         return 1
     return 0
 
 
-def _check(config: Config, worker: Worker) -> tuple[str, str]:
+def _check(config: Config, worker: Worker) -> list[str]:
+    """ARCH, SCRATCH, FREE and STATUS of one worker."""
     try:
         transport = Transport(config, worker)
-        facts = provision.probe(transport, timeout=CHECK_TIMEOUT, agents=False)
+        facts = provision.probe(transport, timeout=CHECK_TIMEOUT, agents=False, space=True)
         provision.check_tools(transport, facts)
     except PError as exc:
-        return "-", exc.message
-    return facts.machine, "ok"
+        return ["-", "-", "-", exc.message]
+    free = "-" if facts.free is None else _size(facts.free)
+    return [facts.machine, facts.scratch or "-", free, "ok"]
 
 
 def rm(name: str) -> int:
