@@ -20,14 +20,18 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The loopback sshd harness the end-to-end tests use: keys, ports, Host entries.
+sys.path.insert(0, str(REPO / "tests"))
+from sshd_worker import free_port, host_entry, keygen, wait_for_sshd  # noqa: E402
+
 CACHE = Path(os.environ.get("P_BUILD_CACHE", "/var/cache/p-build"))
 SSHD_START_TIMEOUT = 180.0
 
@@ -194,12 +198,6 @@ def worker_rootfs(arch: str) -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def mounts_under(path: Path) -> list[str]:
     prefix = str(path.resolve())
     found = []
@@ -275,19 +273,6 @@ def _unlock_root(root: Path) -> None:
     shadow.write_text("\n".join(lines) + "\n")
 
 
-def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SSHD_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited with {proc.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-            conn.settimeout(30)
-            if conn.recv(64).startswith(b"SSH-"):
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"sshd did not answer on port {port}:\n{log.read_text()}")
-
-
 @contextlib.contextmanager
 def start_worker(arch: str, scratch: Path) -> Iterator[Worker]:
     """Run a Python-less `arch` worker; see the module docstring."""
@@ -314,12 +299,11 @@ def start_worker(arch: str, scratch: Path) -> Iterator[Worker]:
 
         scratch.mkdir(parents=True, exist_ok=True)
         key = scratch / "id_ed25519"
-        if not key.exists():
-            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"p-qemu-test-{arch}", "-f", str(key))
+        public_key = keygen(str(key))
         ssh_dir = root / "root" / ".ssh"
         ssh_dir.mkdir(parents=True, exist_ok=True)
         ssh_dir.chmod(0o700)
-        (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
+        (ssh_dir / "authorized_keys").write_text(public_key + "\n")
         (ssh_dir / "authorized_keys").chmod(0o600)
 
         port = free_port()
@@ -329,21 +313,10 @@ def start_worker(arch: str, scratch: Path) -> Iterator[Worker]:
         known_hosts.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
         alias = f"p-qemu-{arch}"
         ssh_config = scratch / "ssh_config"
-        ssh_config.write_text(
-            f"Host {alias}\n"
-            "  HostName 127.0.0.1\n"
-            f"  Port {port}\n"
-            "  User root\n"
-            f"  IdentityFile {key}\n"
-            "  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {known_hosts}\n"
-            "  GlobalKnownHostsFile /dev/null\n"
-            "  StrictHostKeyChecking yes\n"
-            "  ConnectTimeout 120\n"
-            "  ServerAliveInterval 30\n"
-            "  ServerAliveCountMax 10\n"
-            "  LogLevel ERROR\n"
-        )
+        # Everything runs under qemu-user: slow handshakes are normal here.
+        slow = "    ConnectTimeout 120\n    ServerAliveInterval 30\n    ServerAliveCountMax 10\n"
+        ssh_config.write_text(host_entry(alias, key=str(key), known_hosts=str(known_hosts), port=port,
+                                         user="root", extra=slow))
         shutil.copyfile(seccomp_shim(arch), root / "usr" / "local" / "lib" / SHIM_NAME)
         (root / "etc" / "ld.so.preload").write_text(f"/usr/local/lib/{SHIM_NAME}\n")
         log = scratch / f"sshd-{arch}.log"
@@ -354,7 +327,7 @@ def start_worker(arch: str, scratch: Path) -> Iterator[Worker]:
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,
             )
-        _wait_for_banner(port, proc, log)
+        wait_for_sshd(port, proc, SSHD_START_TIMEOUT, f"see {log}")
         yield Worker(arch=arch, alias=alias, ssh_config=ssh_config, root=root, port=port, log=log)
     finally:
         if proc is not None and proc.poll() is None:

@@ -89,6 +89,43 @@ def keygen(path: str) -> str:
         return pub.read().strip()
 
 
+def host_entry(alias: str, *, key: str, known_hosts: str, port: int | None = None, user: str = "",
+               extra: str = "") -> str:
+    """One ssh_config Host entry for a loopback worker: its own key and
+    pinned host key, nothing of the user's. ``port``/``user`` None or empty:
+    left to the command line (user@host:port)."""
+    port_line = f"    Port {port}\n" if port else ""
+    user_line = f"    User {user}\n" if user else ""
+    return f"""\
+Host {alias}
+    HostName 127.0.0.1
+{port_line}{user_line}    IdentityFile {key}
+    IdentitiesOnly yes
+    UserKnownHostsFile {known_hosts}
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    LogLevel ERROR
+{extra}
+"""
+
+
+def wait_for_sshd(port: int, process: subprocess.Popen[bytes], seconds: float, log: str = "") -> None:
+    """Until the sshd on ``port`` sends its banner; one line naming why not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd exited with {process.returncode}: {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.settimeout(30)
+                if conn.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"sshd did not answer on port {port}: {log}")
+
+
 @dataclass
 class WorkerSpec:
     alias: str
@@ -197,31 +234,14 @@ MaxStartups 200
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", config], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sshd did not start")
+        wait_for_sshd(self.port, self.process, 10)
+        return self
 
     def host_block(self, alias: str, user: str, *, port: int | None = None, known_hosts: str | None = None,
                    key: str | None = None) -> str:
         # port=0 / user="": leave them to the command line (user@host:port).
-        port_line = f"    Port {port or self.port}\n" if port != 0 else ""
-        user_line = f"    User {user}\n" if user else ""
-        return f"""\
-Host {alias}
-    HostName 127.0.0.1
-{port_line}{user_line}    IdentityFile {key or self.client_key}
-    IdentitiesOnly yes
-    UserKnownHostsFile {known_hosts or os.path.join(self.root, "known_hosts")}
-    GlobalKnownHostsFile /dev/null
-    StrictHostKeyChecking yes
-    LogLevel ERROR
-
-"""
+        return host_entry(alias, key=key or self.client_key, port=self.port if port is None else port, user=user,
+                          known_hosts=known_hosts or os.path.join(self.root, "known_hosts"))
 
     def add_alias(self, alias: str, **kwargs: object) -> None:
         """Another Host entry (e.g. a wrong key or an unknown host key)."""
