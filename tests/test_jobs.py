@@ -164,7 +164,10 @@ def test_bad_job_ids_are_one_line(p1: PClient) -> None:
     assert "no job matches" in one_line_error(p1("logs", "abcdef"))
     assert "not a job id" in one_line_error(p1("attach", "../../etc"))
     assert "not a job id" in one_line_error(p1("stop", "$(reboot)"))
-    assert "nothing to run" in one_line_error(p1("--"))
+    for empty in ([], [""], ["  ", "\t"]):
+        result = p1("--", *empty)
+        assert "nothing to run" in one_line_error(result) and result.returncode == 2
+    assert not p1.jobs()
 
 
 def test_ls_marks_unwatched_jobs_unknown_then_reconciles(p1: PClient) -> None:

@@ -24,10 +24,11 @@ from .attach import attach_session
 
 
 def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool) -> int:
-    if not words:
-        raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>")
     # As ssh does: the words are joined with spaces for the login shell.
     command = " ".join(words)
+    if not command.strip():
+        # A usage error, as for any command line p cannot run.
+        raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>", exit_code=2)
     cwd = os.getcwd()
     store = Store()
     link = link_module.connect(worker_name)
