@@ -89,10 +89,13 @@ class AgentClient:
     def request(self, op: Op, *, blocking: bool = False, **fields: Any) -> dict[str, Any]:
         """One request and its reply; ``blocking`` ones may take forever."""
         try:
-            return self._exchange(op, fields, None if blocking else self.timeout * 4)
+            reply = self._exchange(op, fields, None if blocking else self.timeout * 4)
         except AgentGone:
             raise PError(f"lost the connection to worker {self.worker}; jobs keep running there, "
                          "`p ls` shows their state once it is back", exit_code=LINK_LOST) from None
+        if not _about_what_was_asked(fields, reply):
+            raise PError(f"worker {self.worker} answered about other jobs than it was asked about")
+        return reply
 
     def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
         """The job's output from ``offset``; with ``follow`` until it ends.
@@ -133,3 +136,18 @@ def _refusal(reply: dict[str, Any]) -> str:
     if not isinstance(text, str) or not text:
         return "request refused"
     return "".join(c if c.isprintable() else "?" for c in text[:400])
+
+
+def _about_what_was_asked(fields: dict[str, Any], reply: dict[str, Any]) -> bool:
+    """A reply speaks of the job (or jobs) the request named, and no other:
+    a worker that mixes them up must not make p record one job's fate as
+    another's."""
+    job = reply.get("job")
+    if isinstance(job, dict) and job["id"] != fields.get("id"):
+        return False
+    jobs = reply.get("jobs")
+    if isinstance(jobs, dict):
+        asked = fields.get("ids") or []
+        if set(jobs) != set(asked) or any(view is not None and view["id"] != key for key, view in jobs.items()):
+            return False
+    return True

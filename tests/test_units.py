@@ -153,3 +153,42 @@ def test_messages_are_held_to_their_declarations() -> None:
         decode(b'{"ended_at": NaN}')
     with pytest.raises(ProtocolError, match="'job' must be a job"):
         check_reply(Op.WAIT, {"job": {**view, "ended_at": decode(b'{"x": 1e400}')["x"]}})
+
+
+def test_a_reply_about_another_job_is_refused(tmp_path: Path) -> None:
+    """A worker that answers about other jobs than asked (confused or lying)
+    must not make p record one job's fate as another's."""
+    import socket
+    import threading
+
+    from p.agent_client import AgentClient
+    from p_protocol import PROTOCOL, VERSION
+    from p_protocol.wire import Op, decode, encode
+
+    asked, other = uuid.uuid4().hex, uuid.uuid4().hex
+    view = {"id": other, "state": "lost", "started_at": None, "ended_at": None, "exit_code": None,
+            "attachable": False}
+    replies = {"hello": {"ok": True, "version": VERSION, "protocol": PROTOCOL, "home": "/h", "engine": "tmux"},
+               "status": {"ok": True, "jobs": {asked: view}},
+               "wait": {"ok": True, "job": view}}
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as stream:
+            for line in stream:
+                stream.write(encode(replies[decode(line)["op"]]))
+                stream.flush()
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = AgentClient(path, "liar")
+    try:
+        for op, fields in ((Op.STATUS, {"ids": [asked]}), (Op.WAIT, {"id": asked})):
+            with pytest.raises(PError, match="worker liar answered about other jobs"):
+                client.request(op, **fields)
+    finally:
+        client.close()
+        server.close()
