@@ -126,6 +126,15 @@ def rm(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
     _done(remove(job, force, keep_cache, every))
 
 
+@app.command()
+def doctor(fix: Annotated[bool, typer.Option("--fix", help="move damaged records to the quarantine folder")] = False,
+           ) -> None:
+    """List damaged job records in the local store; --fix moves them aside and rebuilds the index."""
+    from .commands.doctor import doctor as check_store
+
+    _done(check_store(fix))
+
+
 @worker_app.command("register")
 def worker_register(
     connection: Annotated[str, typer.Argument(help="user@host, user@host:port or an ssh_config alias")],

@@ -5,6 +5,12 @@ so that `p ls` reads one file, not thousands; it remembers the jobs
 directory's mtime, and any write that did not go through here (or a crash
 between a record and its index update) shows as a changed mtime, which makes
 the next reader rebuild the index from the records.
+
+Every record and index line is parsed into a checked ``JobRecord`` here and
+nowhere else (`JobRecord.parse`), before anything sorts, prints or stores
+it. A file that does not hold a job is ``Damaged``: it names the file and
+the field, is listed by `p ls` and `p doctor`, and is never rewritten or
+deleted unless the user asks (`p doctor --fix`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from p_protocol import JOB_ID_RE, SHORT_ID_LEN, SPARE_KEY_RE
+from p_protocol import JOB_ID_RE, SHORT_ID_LEN, ProtocolError
 from p_protocol.states import State
+from p_protocol.wire import KINDS, Field, check_fields
 
 from . import paths
 from .errors import PError
@@ -33,7 +40,27 @@ ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
 UNKNOWN = "unknown"
 STATUSES = (*(state.value for state in State), UNKNOWN)
 ACTIVE = (State.RUNNING.value, UNKNOWN)
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
+QUARANTINE = "quarantine"
+
+# A record's fields, declared as the protocol declares messages (the same
+# kinds and checks): the first four must be there, the rest default.
+F = Field
+RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"), F("command", "str"),
+          F("status", "str", optional=True), F("exit_code", "int", optional=True, nullable=True),
+          F("started_at", "time", optional=True), F("ended_at", "time", optional=True, nullable=True),
+          F("synced", "bool", optional=True), F("checked_at", "time", optional=True),
+          F("spare", "spare", optional=True, nullable=True))
+RECORD_NAMES = frozenset(field.name for field in RECORD)
+
+
+class Damaged(Exception):
+    """A record file (or index line) that holds no job: which, and why."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
 
 
 def new_job_id() -> str:
@@ -47,8 +74,7 @@ def new_job_id() -> str:
 class JobRecord:
     """One job as the client knows it; a plain class for startup time."""
 
-    FIELDS = ("id", "worker", "cwd", "command", "status", "exit_code", "started_at", "ended_at",
-              "synced", "checked_at", "spare")
+    FIELDS = tuple(field.name for field in RECORD)
 
     def __init__(self, id: str, worker: str, cwd: str, command: str, status: str = State.RUNNING.value,
                  exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
@@ -79,15 +105,43 @@ class JobRecord:
         return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
-        record = cls(**{k: v for k, v in data.items() if k in cls.FIELDS})
-        if not JOB_ID_RE.match(record.id):
-            raise ValueError("malformed id")
-        if record.spare is not None and not SPARE_KEY_RE.match(record.spare):
-            raise ValueError("malformed spare key")
-        if record.status not in STATUSES:
-            raise ValueError(f"unknown status {record.status!r}")
-        return record
+    def parse(cls, data: Any, where: str) -> JobRecord:
+        """``data`` as a checked record, or ``Damaged`` naming ``where`` and
+        the field. Fields this version does not know are left out."""
+        if not isinstance(data, dict):
+            raise Damaged(where, "not a JSON object")
+        try:
+            checked = check_fields(RECORD, {k: v for k, v in data.items() if k in RECORD_NAMES}, "")
+        except ProtocolError as exc:
+            raise Damaged(where, str(exc).lstrip(": ")) from None
+        if checked["status"] is not None and checked["status"] not in STATUSES:
+            raise Damaged(where, f"field 'status' must be one of {', '.join(STATUSES)}")
+        return cls(**{name: value for name, value in checked.items()
+                      if value is not None or name in ("exit_code", "ended_at", "spare")})
+
+    def checked(self) -> JobRecord:
+        """Itself, once its values pass the checks a reader applies: nothing
+        is stored that the next reader would refuse."""
+        try:
+            JobRecord.parse(self.to_dict(), f"job {self.short_id}")
+        except Damaged as exc:
+            raise PError(f"not storing job {self.short_id}: {exc.problem}") from None
+        return self
+
+
+def read_record(path: str) -> JobRecord:
+    """The job in the record file ``path``; ``Damaged`` if it holds none,
+    ``OSError`` if it cannot be read."""
+    with open(path, "rb") as src:
+        text = src.read()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise Damaged(path, f"not JSON ({exc})") from None
+    record = JobRecord.parse(data, path)
+    if os.path.basename(path) != f"{record.id}.json":
+        raise Damaged(path, f"holds job {record.id}, not the one its name says")
+    return record
 
 
 class Store:
@@ -95,6 +149,10 @@ class Store:
         self.dir = paths.jobs_dir()
         self.index_path = os.path.join(paths.data_dir(), "jobs.index.json")
         self.lock_path = os.path.join(paths.data_dir(), ".lock")
+        self.quarantine_dir = os.path.join(paths.data_dir(), QUARANTINE)
+        # Record files that hold no job, as (path, problem): filled by every
+        # read of the index, shown by `p ls`.
+        self.damaged: list[tuple[str, str]] = []
 
     def record_path(self, job_id: str) -> str:
         if not JOB_ID_RE.match(job_id):
@@ -115,57 +173,97 @@ class Store:
             return 0
 
     def _read_header(self, src: Any) -> dict[str, Any] | None:
-        header = json.loads(src.readline())
-        fresh = header.get("format") == INDEX_FORMAT and header.get("dir_mtime_ns") == self._dir_mtime()
-        return header if fresh else None
-
-    def _read_index(self) -> dict[str, dict[str, Any]] | None:
+        """The index's header if it is fresh and well-formed, else None."""
         try:
-            with open(self.index_path) as src:
-                if self._read_header(src) is None:
-                    return None
-                return {data["id"]: data for data in map(json.loads, src)}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            header = json.loads(src.readline())
+        except ValueError:
             return None
+        if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT \
+                or header.get("dir_mtime_ns") != self._dir_mtime():
+            return None
+        count, active, damaged = header.get("count"), header.get("active"), header.get("damaged")
+        if not KINDS["count"][1](count) or not KINDS["ids"][1](active) or not isinstance(damaged, list) \
+                or not all(KINDS["strs"][1](entry) and len(entry) == 2 for entry in damaged):
+            return None
+        return header
 
-    def _rebuild_index(self) -> dict[str, dict[str, Any]]:
-        jobs: dict[str, dict[str, Any]] = {}
+    def _read_index(self) -> dict[str, JobRecord] | None:
+        """Every record in the index, or None when it must be rebuilt
+        (missing, stale, or any line that is not a record)."""
         try:
-            names = os.listdir(self.dir)
+            with open(self.index_path, "rb") as src:
+                header = self._read_header(src)
+                if header is None:
+                    return None
+                jobs = {}
+                for line in src:
+                    record = JobRecord.parse(json.loads(line), self.index_path)
+                    jobs[record.id] = record
+        except IsADirectoryError:
+            raise self._index_is_a_directory() from None
+        except (OSError, ValueError, Damaged):
+            return None
+        self.damaged = [(path, problem) for path, problem in header["damaged"]]
+        return jobs
+
+    def _index_is_a_directory(self) -> PError:
+        return PError(f"the job index {self.index_path} is a directory; remove it "
+                      "(p rebuilds the index from the records)", exit_code=2)
+
+    def scan(self) -> dict[str, JobRecord]:
+        """Every record file read and checked (sets ``damaged``)."""
+        jobs: dict[str, JobRecord] = {}
+        damaged: list[tuple[str, str]] = []
+        try:
+            names = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             names = []
         for name in names:
             if not name.endswith(".json"):
-                continue
+                continue  # our own temp files (.tmp-*), editors' backups
+            path = os.path.join(self.dir, name)
             try:
-                with open(os.path.join(self.dir, name)) as src:
-                    record = JobRecord.from_dict(json.load(src))
-            except (OSError, ValueError, TypeError):
-                continue  # a foreign or damaged file is not a job
-            jobs[record.id] = record.to_dict()
+                record = read_record(path)
+            except Damaged as exc:
+                damaged.append((path, exc.problem))
+                continue
+            except IsADirectoryError:
+                damaged.append((path, "a directory, not a record file"))
+                continue
+            except OSError as exc:
+                damaged.append((path, f"cannot be read: {exc.strerror}"))
+                continue
+            jobs[record.id] = record
+        self.damaged = damaged
+        return jobs
+
+    def _rebuild_index(self) -> dict[str, JobRecord]:
+        jobs = self.scan()
         self._write_index(jobs)
         return jobs
 
-    def _write_index(self, jobs: dict[str, dict[str, Any]]) -> None:
-        """A header line (freshness, active jobs), then one record a line,
-        oldest first, so `recent` reads only the file's tail."""
-        ordered = sorted(jobs.values(), key=lambda data: data.get("started_at") or 0.0)
-        active = [data["id"] for data in ordered if data.get("status") in ACTIVE]
+    def _write_index(self, jobs: dict[str, JobRecord]) -> None:
+        """A header line (freshness, active jobs, damaged files), then one
+        record a line, oldest first, so `recent` reads only the file's tail."""
+        ordered = sorted(jobs.values(), key=lambda record: record.started_at)
+        active = [record.id for record in ordered if record.status in ACTIVE]
         header = {"format": INDEX_FORMAT, "dir_mtime_ns": self._dir_mtime(), "count": len(ordered),
-                  "active": active}
+                  "active": active, "damaged": [list(entry) for entry in self.damaged]}
         lines = [json.dumps(header, separators=(",", ":"))]
-        lines += [json.dumps(data, separators=(",", ":")) for data in ordered]
+        lines += [json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=False) for record in ordered]
+        if os.path.isdir(self.index_path):
+            raise self._index_is_a_directory()
         # Not fsynced: the index is a cache that a reader rebuilds if it lags.
         atomic_write(self.index_path, "\n".join(lines) + "\n", durable=False)
 
-    def _index(self) -> dict[str, dict[str, Any]]:
+    def _index(self) -> dict[str, JobRecord]:
         jobs = self._read_index()
         if jobs is None:
             with self._locked():
                 jobs = self._current_index()
         return jobs
 
-    def _current_index(self) -> dict[str, dict[str, Any]]:
+    def _current_index(self) -> dict[str, JobRecord]:
         """The index, rebuilt if stale; call with the lock held."""
         jobs = self._read_index()
         return self._rebuild_index() if jobs is None else jobs
@@ -179,9 +277,13 @@ class Store:
             with open(self.index_path, "rb") as src:
                 header = self._read_header(src)
                 if header is not None:
-                    return self._tail(src, header, count), int(header["count"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
+                    records = self._tail(src, header, count)
+                    self.damaged = [(path, problem) for path, problem in header["damaged"]]
+                    return records, header["count"]
+        except IsADirectoryError:
+            raise self._index_is_a_directory() from None
+        except (OSError, ValueError, Damaged):
+            pass  # rebuilt below
         records = self.all()
         return _newest_and_active(records, count), len(records)
 
@@ -198,51 +300,73 @@ class Store:
             if len(lines) >= count or start == body_start:
                 break
             span *= 2
-        records = {r.id: r for r in (JobRecord.from_dict(json.loads(line)) for line in lines[-count:])}
+        records = {r.id: r for r in (JobRecord.parse(json.loads(line), self.index_path)
+                                     for line in lines[-count:])}
         for job_id in header["active"]:
             if job_id not in records:
-                try:
-                    records[job_id] = self.get(job_id)
-                except PError:
-                    continue
+                records[job_id] = read_record(self.record_path(job_id))
         return sorted(records.values(), key=lambda record: record.started_at)
 
     def all(self) -> list[JobRecord]:
-        records = []
-        for data in self._index().values():
-            try:
-                records.append(JobRecord.from_dict(data))
-            except (ValueError, TypeError):
-                continue
-        records.sort(key=lambda record: record.started_at)
-        return records
+        return sorted(self._index().values(), key=lambda record: record.started_at)
 
     def save(self, *records: JobRecord) -> None:
+        for record in records:
+            record.checked()
         with self._locked():
             jobs = self._current_index()
             for record in records:
-                atomic_write(self.record_path(record.id), json.dumps(record.to_dict(), indent=1))
-                jobs[record.id] = record.to_dict()
+                path = self.record_path(record.id)
+                atomic_write(path, json.dumps(record.to_dict(), indent=1, allow_nan=False))
+                jobs[record.id] = record
+                self.damaged = [entry for entry in self.damaged if entry[0] != path]
             self._write_index(jobs)
 
     def delete(self, job_id: str) -> None:
         with self._locked():
             jobs = self._current_index()
+            path = self.record_path(job_id)
             try:
-                os.unlink(self.record_path(job_id))
+                os.unlink(path)
             except FileNotFoundError:
                 pass
             jobs.pop(job_id, None)
+            self.damaged = [entry for entry in self.damaged if entry[0] != path]
             self._write_index(jobs)
 
+    def rebuild(self) -> dict[str, JobRecord]:
+        """Every record file read afresh, the index rewritten from them."""
+        with self._locked():
+            return self._rebuild_index()
+
+    def quarantine(self) -> list[tuple[str, str]]:
+        """Move every damaged record file into the quarantine folder and
+        rebuild the index; what moved where."""
+        moved = []
+        with self._locked():
+            self.scan()
+            os.makedirs(self.quarantine_dir, mode=0o700, exist_ok=True)
+            for path, _ in self.damaged:
+                target = os.path.join(self.quarantine_dir, os.path.basename(path))
+                serial = 1
+                while os.path.lexists(target):  # an earlier one of that name stays
+                    target = os.path.join(self.quarantine_dir, f"{os.path.basename(path)}.{serial}")
+                    serial += 1
+                os.rename(path, target)
+                moved.append((path, target))
+            self._rebuild_index()
+        return moved
+
     def get(self, job_id: str) -> JobRecord:
+        path = self.record_path(job_id)
         try:
-            with open(self.record_path(job_id)) as src:
-                return JobRecord.from_dict(json.load(src))
+            return read_record(path)
         except FileNotFoundError:
             raise PError(f"no job {job_id[:SHORT_ID_LEN]} in the local store; see `p ls`") from None
-        except (ValueError, TypeError):
-            raise PError(f"the record of job {job_id[:SHORT_ID_LEN]} is damaged: {self.record_path(job_id)}") from None
+        except Damaged as exc:
+            raise _damaged_error(path, exc.problem) from None
+        except OSError as exc:
+            raise PError(f"cannot read the record of job {job_id[:SHORT_ID_LEN]} {path}: {exc.strerror}") from None
 
     def find(self, prefix: str) -> JobRecord:
         """The one job whose id starts with ``prefix`` (as `p ls` shows it)."""
@@ -253,12 +377,24 @@ class Store:
             raise PError(f"{prefix!r} is not a job id; job ids are hex, as `p ls` shows them")
         matches = [record for record in self.all() if record.id.startswith(wanted)]
         if not matches:
+            for path, problem in self.damaged:
+                if os.path.basename(path).startswith(wanted):
+                    raise _damaged_error(path, problem)
             raise PError(f"no job matches {prefix!r}; see `p ls`")
         if len(matches) > 1:
             shown = ", ".join(f"{r.id[:12]} ({_clip(r.command)})" for r in matches[:6])
             more = f" and {len(matches) - 6} more" if len(matches) > 6 else ""
             raise PError(f"job id {prefix!r} is ambiguous: {shown}{more}; type more characters")
         return matches[0]
+
+
+def damaged_line(path: str, problem: str) -> str:
+    """How every command names a damaged record file: one line."""
+    return f"p: damaged job record {path}: {problem}"
+
+
+def _damaged_error(path: str, problem: str) -> PError:
+    return PError(f"damaged job record {path}: {problem}; `p doctor --fix` moves it aside")
 
 
 def _newest_and_active(records: list[JobRecord], count: int) -> list[JobRecord]:

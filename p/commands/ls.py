@@ -7,7 +7,7 @@ import time
 
 from .. import output
 from ..reconcile import refresh_for_ls
-from ..store import UNKNOWN, Store
+from ..store import UNKNOWN, Store, damaged_line
 from ..table import clip, duration, render
 
 HEADERS = ("ID", "WORKER", "CWD", "COMMAND", "STATUS", "DURATION")
@@ -23,6 +23,9 @@ def ls(as_json: bool, refresh: bool, show_all: bool = False) -> int:
         total = len(records)
     else:
         records, total = store.recent(SHOWN)
+    # Before anything that may fail: a damaged record is news on its own.
+    for path, problem in store.damaged:
+        output.say(damaged_line(path, problem) + "; `p doctor --fix` moves it aside")
     refresh_for_ls(store, records, force=refresh)
     records.sort(key=lambda record: record.started_at, reverse=True)
     now = time.time()

@@ -1,0 +1,111 @@
+"""Issue 17, the client's side: damaged files, a vanished directory, cold
+starts at once and a cut link, each against a real worker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from conftest import PClient
+from helpers import one_line_error
+
+
+def jobs_dir(p: PClient) -> Path:
+    return p.home / ".local/share/p/jobs"
+
+
+def put_record(p: PClient, text: str, name: str | None = None) -> Path:
+    """A record file written behind p's back (a new file: the jobs
+    directory's mtime changes, as with any editor that renames)."""
+    path = jobs_dir(p) / (name or f"{uuid.uuid4().hex}.json")
+    path.write_text(text)
+    return path
+
+
+def good_record(job_id: str, **changes: object) -> dict[str, object]:
+    return {"id": job_id, "worker": "w1", "cwd": "~/project", "command": "make", "status": "done",
+            "exit_code": 0, "started_at": 1.7e9, "ended_at": 1.7e9 + 5, "synced": False,
+            "checked_at": 1.7e9, **changes}
+
+
+def test_damaged_record_values_name_the_file_and_the_field(p1: PClient) -> None:
+    """1b: a record's values are checked before anything sorts or prints
+    them; a bad one names its file and field, never `internal error`."""
+    p1("-n", "--", "true", check=True)
+    ran_before = 1
+    for field, raw in (("started_at", '"yesterday"'), ("ended_at", "Infinity"), ("ended_at", "NaN"),
+                       ("status", '"exploded"'), ("exit_code", '"3"'), ("command", "[1, 2]"),
+                       ("checked_at", "-Infinity"), ("worker", "5")):
+        job_id = uuid.uuid4().hex
+        text = json.dumps(good_record(job_id, **{field: "@"})).replace('"@"', raw)
+        path = put_record(p1, text, name=f"{job_id}.json")
+        for args in (("ls",), ("ls", "--all"), ("ls", "--json")):
+            listing = p1(*args)
+            assert listing.returncode == 0, listing.stderr
+            assert "internal error" not in listing.stderr and "Traceback" not in listing.stderr
+            (line,) = [line for line in listing.stderr.splitlines() if str(path) in line]
+            assert f"'{field}'" in line, line
+        listed = {job["id"] for job in p1.jobs()}
+        assert job_id not in listed and len(listed) == ran_before  # every good job, none of the damaged
+        ran = p1("-n", "--", "echo", "still works")
+        assert ran.stdout == "still works\n", ran.stderr
+        ran_before += 1
+        # Naming the damaged job itself says what is wrong with it.
+        error = one_line_error(p1("logs", job_id[:10]))
+        assert str(path) in error and f"'{field}'" in error
+        path.unlink()
+
+
+def test_one_damaged_record_hides_no_other_and_doctor_moves_it_aside(p1: PClient) -> None:
+    """2: `p ls` lists every readable job and names each damaged file; p
+    changes nothing until `p doctor --fix` moves them to the quarantine."""
+    ids = [p1("-n", "-d", "--", "true", check=True).stdout.strip() for _ in range(3)]
+    for job_id in ids:
+        p1("wait", job_id, check=True)
+    foreign = uuid.uuid4().hex
+    damaged = [
+        put_record(p1, "{not json"),
+        put_record(p1, json.dumps(good_record(ids[0])), name=f"{foreign}.json"),  # a foreign id
+        put_record(p1, json.dumps(good_record(uuid.uuid4().hex, started_at="yesterday"))),
+        put_record(p1, json.dumps([1, 2, 3]), name="notes.json"),
+    ]
+    contents = {path: path.read_bytes() for path in damaged}
+
+    def listed() -> tuple[set[str], list[str]]:
+        result = p1("ls")
+        assert result.returncode == 0, result.stderr
+        shown = {line.split()[0] for line in result.stdout.splitlines()[2:]}
+        return shown, [line for line in result.stderr.splitlines() if "damaged job record" in line]
+
+    shown, lines = listed()
+    assert shown == {job_id[:8] for job_id in ids}
+    assert len(lines) == len(damaged)
+    for path, line in zip(sorted(damaged), sorted(lines)):
+        assert str(path) in line and line.startswith("p: ")
+    assert any("not JSON" in line for line in lines) and any(f"holds job {ids[0]}" in line for line in lines)
+    # Other commands work, and nothing was rewritten or deleted.
+    assert p1("-n", "--", "echo", "ok").stdout == "ok\n"
+    assert p1("logs", ids[1]).returncode == 0
+    assert {path: path.read_bytes() for path in damaged} == contents
+    # A garbage index, then a missing one, is rebuilt from the records.
+    index = p1.home / ".local/share/p/jobs.index.json"
+    for damage in ("garbage\n\x00{", None):
+        if damage is None:
+            index.unlink()
+        else:
+            index.write_text(damage)
+        shown, lines = listed()
+        assert len(shown) == 4 and len(lines) == len(damaged)
+        assert json.loads(index.read_text().splitlines()[0])["count"] == 4
+    doctor = p1("doctor")
+    assert doctor.returncode == 1
+    assert all(str(path) in doctor.stdout for path in damaged)
+    fixed = p1("doctor", "--fix")
+    assert fixed.returncode == 0, fixed.stderr
+    quarantine = p1.home / ".local/share/p/quarantine"
+    assert sorted(path.read_bytes() for path in quarantine.iterdir()) == sorted(contents.values())
+    assert not any(path.exists() for path in damaged)
+    shown, lines = listed()
+    assert len(shown) == 4 and lines == []
+    assert p1("doctor").returncode == 0
