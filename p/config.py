@@ -20,6 +20,9 @@ TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
     from typing import Any
 
+# The exit status of a config the user must fix, as for a usage error.
+CONFIG_ERROR = 2
+
 
 # Plain classes, not dataclasses: importing dataclasses costs a warm `p -- cmd`
 # a tenth of its time.
@@ -42,7 +45,8 @@ class Worker:
 
 class Config:
     def __init__(self, default_worker: str | None = None, workers: list[Worker] | None = None,
-                 ssh_config: str | None = None, ssh_options: list[str] | None = None) -> None:
+                 ssh_config: str | None = None, ssh_options: list[str] | None = None, path: str = "") -> None:
+        self.path = path  # the file it was read from, for the errors that name it
         self.default_worker = default_worker
         self.workers = workers or []
         self.ssh_config = ssh_config
@@ -62,7 +66,11 @@ class Config:
             if worker.name == wanted:
                 return worker
         names = ", ".join(w.name for w in self.workers)
-        raise PError(f"unknown worker {wanted!r}; registered workers: {names}")
+        if name is None:
+            raise PError(f"config file {self.path}: key 'default_worker' names {wanted!r}, which is not "
+                         f"a registered worker ({names}); choose one with `p worker default <name>`",
+                         exit_code=CONFIG_ERROR)
+        raise PError(f"unknown worker {wanted!r}; registered workers: {names}", exit_code=CONFIG_ERROR)
 
     def has_worker(self, name: str) -> bool:
         return any(worker.name == name for worker in self.workers)
@@ -84,7 +92,7 @@ def load() -> Config:
     path = paths.config_file()
     stamp = _stamp(path)
     if stamp is None:
-        return Config()
+        return Config(path=path)
     try:
         with open(_cache_file()) as cached:
             entry = json.load(cached)
@@ -128,48 +136,68 @@ def _parse_yaml(path: str) -> Config:
             data = yaml.safe_load(src)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise PError(f"config file {path} is not valid YAML{where}; fix or remove it") from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        raise PError(f"config file {path} is not valid YAML{where}" + (f" ({problem})" if problem else "")
+                     + "; fix or remove it", exit_code=CONFIG_ERROR) from None
+    except IsADirectoryError:
+        raise PError(f"config file {path} is a directory; remove it or make it a file",
+                     exit_code=CONFIG_ERROR) from None
     except OSError as exc:
-        raise PError(f"cannot read config file {path}: {exc.strerror}") from None
-    return _from_dict(data or {}, path)
+        raise PError(f"cannot read config file {path}: {exc.strerror}", exit_code=CONFIG_ERROR) from None
+    except UnicodeDecodeError:
+        raise PError(f"config file {path} is not UTF-8 text; fix or remove it", exit_code=CONFIG_ERROR) from None
+    return _from_dict({} if data is None else data, path)
 
 
 def _from_dict(data: Any, path: str) -> Config:
+    """The one place a config becomes typed values; a bad value names the
+    file and the key."""
     def bad(problem: str) -> PError:
-        return PError(f"config file {path}: {problem}; fix or remove it")
+        return PError(f"config file {path}: {problem}; fix or remove it", exit_code=CONFIG_ERROR)
 
     if not isinstance(data, dict):
-        raise bad("the top level must be a mapping")
+        raise bad("the top level must be a mapping of keys (default_worker, workers, ...)")
+    entries = data.get("workers")
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise bad("key 'workers' must be a list of workers, each with name and connection")
     workers: list[Worker] = []
-    for entry in data.get("workers") or []:
+    for number, entry in enumerate(entries, 1):
+        where = f"workers[{number}]"
         if not isinstance(entry, dict):
-            raise bad("each worker must be a mapping with name and connection")
+            raise bad(f"key '{where}' must be a mapping with name and connection")
         name, connection = entry.get("name"), entry.get("connection")
         if not isinstance(name, str) or not WORKER_NAME_RE.match(name):
-            raise bad(f"worker name {name!r} is missing or not a plain name")
+            raise bad(f"key '{where}.name' ({name!r}) is missing or not a plain name")
+        where = f"worker {name!r}"
+        if any(worker.name == name for worker in workers):
+            raise bad(f"{where} is listed twice under 'workers'")
         if not isinstance(connection, str) or not connection:
-            raise bad(f"worker {name!r} has no connection string")
-        engine = _opt_str(entry, "engine", bad)
+            raise bad(f"{where}: key 'connection' must be a connection string (user@host)")
+        engine = _opt_str(entry, "engine", bad, where)
         if engine is not None and engine not in ENGINES:
-            raise bad(f"worker {name!r}: engine must be one of {', '.join(ENGINES)}")
-        workers.append(Worker(name, connection, _opt_str(entry, "ssh_config", bad),
-                              _str_list(entry, "ssh_options", bad), engine))
+            raise bad(f"{where}: key 'engine' must be one of {', '.join(ENGINES)}")
+        workers.append(Worker(name, connection, _opt_str(entry, "ssh_config", bad, where),
+                              _str_list(entry, "ssh_options", bad, where), engine))
     default = data.get("default_worker")
     if default is not None and not isinstance(default, str):
-        raise bad("default_worker must be a worker name")
-    return Config(default, workers, _opt_str(data, "ssh_config", bad), _str_list(data, "ssh_options", bad))
+        raise bad("key 'default_worker' must be a worker name")
+    return Config(default, workers, _opt_str(data, "ssh_config", bad), _str_list(data, "ssh_options", bad), path)
 
 
-def _opt_str(data: dict[str, Any], key: str, bad: Any) -> str | None:
+def _opt_str(data: dict[str, Any], key: str, bad: Any, where: str = "") -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise bad(f"{key} must be a path")
+        raise bad(f"{where + ': ' if where else ''}key {key!r} must be a string")
     return value
 
 
-def _str_list(data: dict[str, Any], key: str, bad: Any) -> list[str]:
-    value = data.get(key) or []
+def _str_list(data: dict[str, Any], key: str, bad: Any, where: str = "") -> list[str]:
+    value = data.get(key)
+    if value is None:
+        return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise bad(f"{key} must be a list of Option=value strings")
+        raise bad(f"{where + ': ' if where else ''}key {key!r} must be a list of Option=value strings")
     return list(value)

@@ -109,3 +109,39 @@ def test_one_damaged_record_hides_no_other_and_doctor_moves_it_aside(p1: PClient
     shown, lines = listed()
     assert len(shown) == 4 and lines == []
     assert p1("doctor").returncode == 0
+
+
+def test_config_errors_name_the_file_and_the_key(p1: PClient) -> None:
+    """3: a config that is wrong is one line naming file and key, exit 2."""
+    config = p1.home / ".config/p/config.yaml"
+    original = config.read_text()
+    for text, says in (("workers: 5\n", "'workers'"),
+                       (original + "default_worker: nosuch\n", "'default_worker' names 'nosuch'"),
+                       (original.replace("connection: ", "connection: [1] # "), "'connection'"),
+                       (original + "ssh_options: yes\n", "'ssh_options'"),
+                       ("workers:\n  - name: w1\n   connection: [\n", "line 3, column 4")):
+        config.write_text(text.replace("default_worker: w1\n", "") if "nosuch" in text else text)
+        # A default that names no worker is an error only where it is used.
+        for args in (("-n", "--", "true"),) + ((("worker", "ls"),) if "nosuch" not in text else ()):
+            result = p1(*args)
+            line = one_line_error(result)
+            assert result.returncode == 2, (text, result.stderr)
+            assert str(config) in line and says in line, (text, line)
+    config.write_text(original)
+    assert "unknown worker 'nosuch'" in one_line_error(p1("nosuch", "--", "true"))
+    assert p1("nosuch", "--", "true").returncode == 2
+    # A directory where a file belongs: one clear line.
+    config.unlink()
+    config.mkdir()
+    line = one_line_error(p1("worker", "ls"))
+    assert f"config file {config} is a directory" in line
+    config.rmdir()
+    config.write_text(original)
+    p1("-n", "-d", "--", "true", check=True)
+    index = p1.home / ".local/share/p/jobs.index.json"
+    index.unlink()
+    index.mkdir()
+    for args in (("ls",), ("-n", "--", "true")):
+        result = p1(*args)
+        assert f"the job index {index} is a directory" in one_line_error(result)
+        assert result.returncode == 2
