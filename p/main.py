@@ -50,12 +50,29 @@ def parse_ls(argv: list[str]) -> dict[str, bool] | None:
     return options
 
 
+def _cwd_problem() -> str | None:
+    """Why the current directory cannot be used, if it cannot: the shell
+    keeps a directory that was deleted (or made unreadable) under it."""
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        return "the current directory no longer exists; cd to one that does"
+    except OSError as exc:
+        return f"the current directory cannot be read ({exc.strerror}); cd to another one"
+    if not os.access(cwd, os.R_OK | os.X_OK):
+        return f"the current directory {cwd} cannot be read; cd to another one"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)
     try:
         options = parse_run(argv)
         if options is not None:
+            problem = _cwd_problem()
+            if problem is not None:
+                raise PError(problem, exit_code=2)
             from .commands.run import run
 
             return run(options["worker"], options["words"],  # type: ignore[arg-type]
@@ -84,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if debug:
             raise
+        problem = _cwd_problem()
+        if problem is not None:  # what the failure most likely came from
+            print(f"p: {problem}", file=sys.stderr)
+            return 2
         print(f"p: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
               file=sys.stderr)
         return 70

@@ -4,10 +4,11 @@ starts at once and a cut link, each against a real worker."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
-from conftest import PClient
+from conftest import P_BIN, PClient
 from helpers import one_line_error
 
 
@@ -145,3 +146,22 @@ def test_config_errors_name_the_file_and_the_key(p1: PClient) -> None:
         result = p1(*args)
         assert f"the job index {index} is a directory" in one_line_error(result)
         assert result.returncode == 2
+
+
+def test_a_deleted_current_directory_is_one_line_and_ls_still_works(p1: PClient) -> None:
+    """4: the shell keeps a directory that was removed under it."""
+    gone = p1.home / "gone"
+
+    def in_deleted_dir(*args: str) -> subprocess.CompletedProcess[str]:
+        gone.mkdir()
+        return subprocess.run(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" "$@"', P_BIN, *args],
+                              capture_output=True, text=True, env=p1.env, timeout=60, stdin=subprocess.DEVNULL)
+
+    for args in (("--", "true"), ("-n", "--", "true"), ("w1", "-d", "--", "true")):
+        result = in_deleted_dir(*args)
+        assert one_line_error(result) == "p: the current directory no longer exists; cd to one that does"
+        assert result.returncode == 2
+    p1("-n", "-d", "--", "true", check=True)
+    listing = in_deleted_dir("ls")
+    assert listing.returncode == 0, listing.stderr
+    assert len(listing.stdout.splitlines()) == 3 and listing.stderr == ""
