@@ -8,8 +8,11 @@ needed, forward the socket, connect: once per ControlPersist window.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from p_protocol import VERSION
 from p_protocol.layout import Layout
@@ -57,6 +60,15 @@ def try_warm(transport: Transport, timeout: float) -> AgentClient | None:
         return None
 
 
+def _socket_exists(transport: Transport, path: str) -> bool:
+    import shlex
+
+    try:
+        return transport.run_script(f"test -S {shlex.quote(path)} && echo yes\n", timeout=10).strip() == "yes"
+    except PError:
+        return False
+
+
 def connect(worker_name: str | None = None, *, config: Config | None = None) -> Link:
     config = config or config_module.load()
     worker = config.worker(worker_name)
@@ -73,7 +85,31 @@ def connect(worker_name: str | None = None, *, config: Config | None = None) -> 
     return Link(transport, agent)
 
 
+@contextmanager
+def _cold_lock(transport: Transport) -> Iterator[None]:
+    """One cold path per worker at a time: fifty `p` started at once would
+    otherwise start fifty masters (leaked, each an sshd session for
+    ControlPersist) and open fifty connections at once, past sshd's
+    MaxStartups. The others wait here, then find the link warm."""
+    with open(os.path.join(transport.runtime, f"cold-{transport.key}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def connect_cold(transport: Transport, facts: WorkerFacts | None = None) -> AgentClient:
+    with _cold_lock(transport):
+        if facts is None:
+            # Whoever held the lock before may have made the link warm.
+            try:
+                agent = try_warm(transport, WARM_TIMEOUT)
+            except PError:
+                agent = None
+            if agent is not None:
+                return agent
+        return _connect_cold_locked(transport, facts)
+
+
+def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None) -> AgentClient:
     from . import provision
 
     transport.ensure_master()
@@ -94,5 +130,10 @@ def connect_cold(transport: Transport, facts: WorkerFacts | None = None) -> Agen
         if attempt == 0:
             # Its pid file said "running" but nothing answered: start afresh.
             provision.ensure_agent(transport, provision.probe(transport), restart=True)
+    if transport.master_saw("open failed") and _socket_exists(transport, remote):
+        # Both seen: the agent listens there, and the worker's sshd would not
+        # connect the master's channel to it.
+        raise PError(f"worker {transport.worker.name}'s sshd refuses to connect the agent's socket, "
+                     f"which exists there ({remote}); its sshd_config must allow AllowStreamLocalForwarding")
     raise PError(f"the agent on worker {transport.worker.name} does not answer; "
                  f"see ~/.p/run/agent.log on the worker")

@@ -108,26 +108,48 @@ class Transport:
         )
         return result.returncode == 0
 
+    @property
+    def master_log(self) -> str:
+        """The master's stderr: what it saw, for errors that name a cause."""
+        return os.path.join(self.runtime, f"master-{self.key}.log")
+
     def ensure_master(self) -> None:
         if self.master_alive():
             return
-        if os.path.lexists(self.control_path):
-            # Left by a master that was killed: ssh would not replace it and
-            # would quietly run without multiplexing, forever.
-            os.unlink(self.control_path)
-        import tempfile
+        import fcntl
 
-        # -f backgrounds the master once it is authenticated; its stderr goes
-        # to a file because a pipe would be held open by the master forever.
-        with tempfile.TemporaryFile(mode="w+") as errors:
-            result = subprocess.run(
-                ["ssh", *self.options(), "-o", "ControlMaster=yes",
-                 "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f", "--", self.target],
-                stdout=subprocess.DEVNULL, stderr=errors,
-            )
-            if result.returncode != 0:
-                errors.seek(0)
-                raise self.explain(errors.read())
+        # One master per worker: concurrent `p`s wait for the first one's
+        # instead of starting (and leaking) their own.
+        with open(os.path.join(self.runtime, f"master-{self.key}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.master_alive():
+                return
+            if os.path.lexists(self.control_path):
+                # Left by a master that was killed: ssh would not replace it and
+                # would quietly run without multiplexing, forever.
+                os.unlink(self.control_path)
+            # -f backgrounds the master once it is authenticated; its stderr
+            # goes to a file because a pipe would be held open by the master
+            # forever. Once in the background it logs only to -E's file, at
+            # INFO: so a later error can say what the master saw (a channel
+            # the worker's sshd refused), whatever the user's LogLevel.
+            with open(self.master_log, "w+") as log:
+                result = subprocess.run(
+                    ["ssh", *self.options(), "-o", "ControlMaster=yes", "-o", "LogLevel=INFO",
+                     "-E", self.master_log, "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f", "--",
+                     self.target],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                )
+                if result.returncode != 0:
+                    log.seek(0)
+                    raise self.explain(log.read())
+
+    def master_saw(self, text: str) -> bool:
+        try:
+            with open(self.master_log, errors="replace") as log:
+                return text in log.read()
+        except OSError:
+            return False
 
     def forward(self, local_socket: str, remote_socket: str) -> None:
         """Forward a local unix socket to the agent's, through the master.
@@ -143,9 +165,10 @@ class Transport:
             stdin=subprocess.DEVNULL, capture_output=True, text=True,
         )
         if result.returncode != 0:
+            # The master sets the forward up locally: the worker's sshd is
+            # not asked until a connection arrives, so it is not the cause.
             raise PError(f"cannot forward the agent socket of worker {self.worker.name}: "
-                         f"{_last_line(result.stderr)}; the worker's sshd must allow "
-                         "AllowStreamLocalForwarding")
+                         f"{_last_line(result.stderr) or 'ssh -O forward failed'}", exit_code=LINK_LOST)
 
     def close_master(self) -> None:
         subprocess.run(["ssh", *self.options(), "-O", "exit", "--", self.target],

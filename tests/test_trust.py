@@ -4,6 +4,7 @@ starts at once and a cut link, each against a real worker."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -165,3 +166,53 @@ def test_a_deleted_current_directory_is_one_line_and_ls_still_works(p1: PClient)
     listing = in_deleted_dir("ls")
     assert listing.returncode == 0, listing.stderr
     assert len(listing.stdout.splitlines()) == 3 and listing.stderr == ""
+
+
+def test_fifty_cold_runs_at_once_share_one_master(p1: PClient, tmp_path: Path) -> None:
+    """5: fifty runs to a worker with no master all succeed through one
+    master: one connection to sshd, far under its MaxStartups (10:30:100),
+    and no other `ssh -MNf` left behind."""
+    p1.close_masters()
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    log = tmp_path / "ssh.log"
+    # The real ssh, with each invocation's arguments written down.
+    (shim / "ssh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {shutil.which("ssh")} "$@"\n')
+    (shim / "ssh").chmod(0o755)
+    env = {**p1.env, "PATH": f"{shim}:{p1.env['PATH']}"}
+    runs = [subprocess.Popen([P_BIN, "-n", "-d", "--", "true"], env=env, cwd=p1.workdir,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(50)]
+    results = [(run.wait(timeout=240), *run.communicate()) for run in runs]
+    failed = [err for code, _, err in results if code != 0]
+    assert failed == [], failed[:3]
+    assert len({out.strip() for _, out, _ in results}) == 50
+    starts = [line for line in log.read_text().splitlines() if "ControlMaster=yes" in line]
+    assert len(starts) == 1, starts
+    control = p1.runtime / "p"
+    masters = subprocess.run(["pgrep", "-f", f"ControlPath={control}/cm-.*ControlMaster=yes"],
+                             capture_output=True, text=True).stdout.split()
+    assert len(masters) == 1, masters
+    assert len(p1.jobs()) == 50
+
+
+def test_a_refused_forward_is_blamed_only_when_the_master_saw_it(tmp_path: Path) -> None:
+    """5: an error names a cause only when that cause was observed: here the
+    worker's sshd really refuses stream-local forwarding, and says so."""
+    from sshd_worker import SshdWorkers
+
+    # A Match block overrides the global `AllowStreamLocalForwarding yes`.
+    root = Path(f"/var/tmp/p-tests-nofwd-{uuid.uuid4().hex[:8]}")
+    workers = SshdWorkers(str(root), extra_sshd_config="Match all\n    AllowStreamLocalForwarding no\n")
+    workers.start(["nofwd"])
+    (tmp_path / "home").mkdir()
+    client = PClient(tmp_path / "home", workers)
+    try:
+        registered = client.register("nofwd")
+        assert registered.returncode != 0
+        line = registered.stderr.splitlines()[-1]  # after a note on how the agent runs there
+        assert "AllowStreamLocalForwarding" in line and "nofwd" in line, line
+    finally:
+        client.close()
+        workers.stop()
+        shutil.rmtree(root, ignore_errors=True)
