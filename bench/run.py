@@ -245,12 +245,36 @@ class Bench:
         self.report("processes left per finished job", per_job, 0.0,
                     f"{count} jobs started with -d, waited for, nobody attached")
 
+    def ls_cut(self) -> None:
+        """`p ls` three times in a row while the worker's port drops every
+        packet (a network cut), against `p ls` with the worker reachable: it
+        answers from the local store, within its deadline for the workers."""
+        if os.getuid() != 0 or shutil.which("iptables") is None:
+            print("p ls during a cut: skipped (needs root and iptables)", flush=True)
+            return
+        job = self.p(["-n", "-d", "--", "sleep 600"]).strip()
+        reachable = median_time([P, "ls"], self.env)
+        # Only this sshd's port, only on loopback: nothing else is cut.
+        rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(self.sshd.port), "-j", "DROP"]
+        subprocess.run(["iptables", "-I", *rule], check=True)
+        try:
+            cut = [timed([P, "ls"], self.env) for _ in range(3)]
+        finally:
+            subprocess.run(["iptables", "-D", *rule], check=True)
+        for master in self.runtime.glob("p/cm-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
+        self.p(["stop", "--grace", "1", job])
+        shown = ", ".join(f"{seconds * 1000:.0f}" for seconds in cut)
+        self.report("p ls during a cut / reachable", max(cut) / reachable, 20.0,
+                    f"3 in a row: {shown} ms vs {reachable * 1000:.0f} ms")
+
 
 def main() -> int:
     bench = Bench()
     try:
         only = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.memory, bench.leftovers):
+        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.memory, bench.leftovers,
+                     bench.ls_cut):
             if not only or step.__name__ in only:
                 step()
     finally:

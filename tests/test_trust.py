@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -194,6 +195,30 @@ def test_fifty_cold_runs_at_once_share_one_master(p1: PClient, tmp_path: Path) -
                              capture_output=True, text=True).stdout.split()
     assert len(masters) == 1, masters
     assert len(p1.jobs()) == 50
+
+
+def test_ls_never_waits_on_a_worker_whose_link_is_cut(p1: PClient) -> None:
+    """9: with the worker's port dropped, `p ls` answers from the store each
+    time and says so in one line; it never waits for ssh's timeouts."""
+    job_id = p1("-n", "-d", "--", "sleep 600", check=True).stdout.strip()
+    assert "running" in p1("ls", check=True).stdout
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(p1.sshd.port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        for _ in range(3):
+            start = time.monotonic()
+            result = p1("ls", timeout=60)
+            took = time.monotonic() - start
+            assert result.returncode == 0, result.stderr
+            assert took < 5, took
+            assert job_id[:8] in result.stdout and "unknown" in result.stdout
+            about_w1 = [line for line in result.stderr.splitlines() if "worker w1" in line]
+            assert len(about_w1) == 1, result.stderr
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+    p1.close_masters()
+    assert p1("stop", "--grace", "1", job_id, timeout=60).returncode == 0
+    assert "stopped" in p1("ls", "--refresh", check=True).stdout
 
 
 def test_a_refused_forward_is_blamed_only_when_the_master_saw_it(tmp_path: Path) -> None:
