@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from .errors import PError
 from .progress import Progress
@@ -21,6 +24,7 @@ SENSITIVE_FILTER = ["--exclude=.git/", "--include=*/", "--include=.ssh/**", "--i
 ENV_TEMPLATES = ("example", "sample", "template")
 PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+\d+%")
 TOTAL_RE = re.compile(rb"^Total transferred file size: ([\d,]+)", re.MULTILINE)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 NO_RSYNC = "rsync is not installed here; install it (e.g. `apt install rsync`)"
 
 
@@ -103,20 +107,26 @@ def _run(transport: Transport, argv: list[str], paths: list[str], label: str) ->
         argv = [*argv, "--info=progress2", "--no-inc-recursive"]
     try:
         process = subprocess.Popen([*argv, "--", *paths], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_dies_with_p())
     except FileNotFoundError:
         raise PError(NO_RSYNC) from None
     assert process.stdout is not None and process.stderr is not None
-    with Progress(label, total) as progress:
-        pending = b""
-        for chunk in iter(lambda: process.stdout.read1(4096), b""):  # type: ignore[union-attr]
-            # rsync redraws its line with \r: only whole lines are numbers.
-            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
-            for line in reversed(lines):
-                match = PROGRESS_RE.match(line)
-                if match:
-                    progress.update(int(match[1].replace(b",", b"")))
-                    break
+    try:
+        with Progress(label, total) as progress:
+            pending = b""
+            for chunk in iter(lambda: process.stdout.read1(4096), b""):  # type: ignore[union-attr]
+                # rsync redraws its line with \r: only whole lines are numbers.
+                *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+                for line in reversed(lines):
+                    match = PROGRESS_RE.match(line)
+                    if match:
+                        progress.update(int(match[1].replace(b",", b"")))
+                        break
+    except BaseException:
+        # An rsync that outlived p would go on writing into a workdir no job owns.
+        process.kill()
+        process.wait()
+        raise
     stderr = process.stderr.read().decode(errors="replace")
     code = process.wait()
     if code == 255 or "ssh:" in stderr or "Permission denied (" in stderr:
@@ -126,12 +136,33 @@ def _run(transport: Transport, argv: list[str], paths: list[str], label: str) ->
         raise PError(f"rsync failed (exit {code}) {label}: {lines[-1] if lines else 'no reason given'}")
 
 
+def _dies_with_p() -> Callable[[], None] | None:
+    """For Popen's preexec_fn: on Linux the child gets SIGKILL when p dies,
+    however p dies (SIGKILL included), so no transfer outlives it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # only here: a synced run's cost, not every command's
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)  # p died before the signal was armed
+
+    return set_death_signal
+
+
 def _bytes_to_send(argv: list[str], paths: list[str]) -> int | None:
     """The size of what rsync will transfer, by a dry run (None if it fails:
     the real run then reports why)."""
     try:
         result = subprocess.run([*argv, "--dry-run", "--stats", "--", *paths], stdin=subprocess.DEVNULL,
-                                capture_output=True)
+                                capture_output=True, preexec_fn=_dies_with_p())
     except FileNotFoundError:
         raise PError(NO_RSYNC) from None
     match = TOTAL_RE.search(result.stdout)

@@ -12,6 +12,7 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +20,12 @@ from pathlib import Path
 
 from conftest import P_BIN, PClient
 from helpers import eventually, job_dir, one_line_error
+from p_agent.jobs import ORPHAN_AGE, Jobs
+from test_agent_units import FakeExecutor
 from test_interactive import Screen
 
 from p_protocol import VERSION
+from p_protocol.layout import Layout
 
 
 def _not_private(root: Path, skip: tuple[str, ...] = ()) -> list[str]:
@@ -307,3 +311,75 @@ def test_a_workers_scratch_space_holds_its_workdirs_and_spares(p1: PClient) -> N
                 path.unlink()
                 path.mkdir(mode=0o700)
                 shutil.chown(path, user, user)
+
+
+# -- 10: interrupted syncs --------------------------------------------------------
+
+
+def client_rsyncs(p: PClient) -> list[str]:
+    """Command lines of rsync processes this client started (they name its project)."""
+    out = subprocess.run(["ps", "-e", "-ww", "-o", "args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.startswith("rsync ") and str(p.workdir) in line]
+
+
+def worker_rsyncs(p: PClient, worker: str) -> list[int]:
+    out = subprocess.run(["ps", "-u", p.sshd.workers[worker].user, "-o", "pid=,args="], capture_output=True,
+                         text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "rsync --server" in line]
+
+
+def test_a_sync_cut_short_by_a_killed_client_leaves_nothing_behind(p1: PClient) -> None:
+    workdirs = p1.worker_home("w1") / ".p" / "workdirs"
+    for index in range(40):
+        with open(p1.workdir / f"big-{index}", "wb") as out:
+            out.write(os.urandom(1 << 16) * 160)  # 10 MiB, not sparse
+    before = set(os.listdir(workdirs))
+    process = subprocess.Popen([P_BIN, "--", "true"], env=p1.env, cwd=p1.workdir, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped: list[int] = []
+    try:
+        new = eventually(lambda: set(os.listdir(workdirs)) - before, interval=0.01)
+        (job,) = new  # type: ignore[misc]
+        eventually(lambda: any((workdirs / job).iterdir()), interval=0.01)
+        # Hold the transfer mid-way (the worker's rsync paused), so the
+        # client's rsync cannot finish by itself.
+        stopped = worker_rsyncs(p1, "w1")
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        process.kill()  # as SIGKILL, the OOM killer or a closed laptop would
+        process.wait()
+        assert process.returncode == -signal.SIGKILL, "the sync ended before the client was killed"
+        # Its rsync dies with it...
+        eventually(lambda: not client_rsyncs(p1), timeout=5)
+    finally:
+        process.kill()
+        process.wait()
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    # ...and the half-synced workdir goes.
+    eventually(lambda: not (workdirs / job).exists(), timeout=30)
+    # The next run builds on nothing half-made: its workdir is exactly the project.
+    (p1.workdir / "big-0").write_bytes(b"changed\n")
+    result = p1("--", "cat big-0; ls | wc -l")
+    assert result.stdout == "changed\n40\n", result.stderr
+
+
+def test_left_over_workdirs_go_once_untouched_for_an_hour(tmp_path: Path) -> None:
+    jobs = Jobs(Layout(str(tmp_path / ".p")), FakeExecutor())
+    jobs.ensure_layout()
+    old, fresh, syncing = (uuid.uuid4().hex for _ in range(3))
+    for job_id in (old, fresh, syncing):
+        os.makedirs(os.path.join(jobs.layout.workdir(job_id), "sub"))
+    jobs.prepare(syncing, "0123456789abcdef")
+    long_ago = time.time() - ORPHAN_AGE - 60
+    for job_id in (old, syncing):
+        for path in (jobs.layout.workdir(job_id), os.path.join(jobs.layout.workdir(job_id), "sub")):
+            os.utime(path, (long_ago, long_ago))
+    half_made = Path(jobs.layout.spares_dir, "0123456789abcdef.tmp-12345678")
+    half_made.mkdir()
+    os.utime(half_made, (long_ago, long_ago))
+    jobs.sweep()
+    assert not os.path.exists(jobs.layout.workdir(old))
+    assert os.path.isdir(jobs.layout.workdir(fresh)) and os.path.isdir(jobs.layout.workdir(syncing))
+    assert not half_made.exists()

@@ -142,5 +142,9 @@ def _watch_idle(server: AgentServer) -> None:
             if server.agent.idle():
                 server.shutdown()
                 return
+            try:
+                server.agent.jobs.sweep()
+            except OSError as exc:
+                print(f"sweeping left-over workdirs: {exc}", file=sys.stderr)
 
     threading.Thread(target=watch, daemon=True).start()

@@ -23,6 +23,14 @@ from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .spares import Spares
 
+# After the client that prepared a workdir left without starting its job,
+# how long the worker's rsync gets to notice (its ssh channel closes with the
+# client) before the half-synced workdir is removed.
+SYNC_GRACE = 10.0
+# A workdir no job owns, untouched this long, is left over (its client or
+# agent died); younger ones may be filling for another version's agent.
+ORPHAN_AGE = 3600.0
+
 
 class Jobs:
     def __init__(self, layout: Layout, executor: Executor) -> None:
@@ -33,15 +41,49 @@ class Jobs:
         # must not take it for a lost one.
         self.starting = threading.Lock()
         # Jobs whose workdir a client is syncing into (between prepare and
-        # start): `clean` must leave that workdir alone.
-        self.syncing: set[str] = set()
+        # start), with the connection that asked: `clean` must leave that
+        # workdir alone, and it goes if the client leaves without a start.
+        self.syncing: dict[str, object] = {}
 
-    def prepare(self, job_id: str, spare_key: str) -> bool:
+    def prepare(self, job_id: str, spare_key: str, connection: object = None) -> bool:
         """The job's workdir, ready for the client's sync: the spare copy of
         its directory when there is one (see spares.py)."""
         with self.starting:
-            self.syncing.add(job_id)
+            self.syncing[job_id] = connection
             return self.spares.take(spare_key, self.layout.workdir(job_id))
+
+    def abandon(self, connection: object) -> None:
+        """``connection`` closed: the workdirs it prepared and started no job
+        in are half-synced (the client died or lost its link). They go once
+        the worker's rsync has had SYNC_GRACE to notice its client is gone."""
+        with self.starting:
+            left = [job_id for job_id, owner in self.syncing.items() if owner == connection]
+            for job_id in left:
+                del self.syncing[job_id]
+        if left:
+            timer = threading.Timer(SYNC_GRACE, self._remove_unowned, (left,))
+            timer.daemon = True
+            timer.start()
+
+    def _remove_unowned(self, job_ids: list[str]) -> None:
+        with self.starting:
+            for job_id in job_ids:
+                if job_id not in self.syncing and not os.path.exists(self.layout.job_dir(job_id)):
+                    rmtree(self.layout.workdir(job_id))
+
+    def sweep(self) -> None:
+        """What a client or an agent that died left behind, untouched for
+        ORPHAN_AGE: workdirs no job owns and no sync here fills (another
+        version's agent may be syncing into a fresh one), copies of spares
+        no copy here is making."""
+        cutoff = time.time() - ORPHAN_AGE
+        with self.starting:
+            orphans = [job_id for job_id in _job_ids(self.layout.workdirs_dir)
+                       if job_id not in self.syncing and not os.path.exists(self.layout.job_dir(job_id))]
+        for job_id in orphans:
+            if _last_change(self.layout.workdir(job_id)) < cutoff:
+                self._remove_unowned([job_id])
+        self.spares.sweep(cutoff)
 
     def ensure_layout(self) -> None:
         for path in (self.layout.root, self.layout.bin_dir, self.layout.jobs_dir, self.layout.workdirs_dir,
@@ -79,7 +121,7 @@ class Jobs:
         one); ``expect_client``: a client is on its way to attach, so the
         "Job done" screen waits for it even if the job ends first."""
         with self.starting:
-            self.syncing.discard(job_id)
+            self.syncing.pop(job_id, None)
             job_dir = self.layout.job_dir(job_id)
             workdir = self.layout.workdir(job_id)
             if os.path.exists(job_dir):
@@ -192,7 +234,7 @@ class Jobs:
                 raise ProtocolError("the job is running; stop it first or force")
             self.stop(job_id, grace=2.0)
         self.executor.close(job_id)
-        self.syncing.discard(job_id)
+        self.syncing.pop(job_id, None)
         for path in (self.layout.workdir(job_id), self.layout.job_dir(job_id)):
             rmtree(path)
         if spare_key is not None:
@@ -213,7 +255,7 @@ class Jobs:
                     self.executor.close(job_id)  # a "Job done" screen, if any
                     rmtree(self.layout.job_dir(job_id))
                     removed.append(job_id)
-            busy = running | self.syncing
+            busy = running | set(self.syncing)
         workdirs = [job_id for job_id in _job_ids(self.layout.workdirs_dir) if job_id not in busy]
         for job_id in workdirs:
             rmtree(self.layout.workdir(job_id))
@@ -265,6 +307,18 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
         return code, os.stat(path).st_mtime
     except OSError:
         return code, None
+
+
+def _last_change(directory: str) -> float:
+    """The newest mtime of ``directory`` and the directories in it: a file
+    rsync creates or renames into place changes its directory's."""
+    newest = 0.0
+    for path, _dirs, _files in os.walk(directory):
+        try:
+            newest = max(newest, os.stat(path).st_mtime)
+        except OSError:
+            pass
+    return newest
 
 
 def _job_ids(directory: str) -> list[str]:

@@ -57,7 +57,8 @@ class Agent:
                   engine=self.jobs.executor.name)
 
     def on_prepare(self, request: dict[str, Any]) -> dict[str, Any]:
-        return ok(reused=self.jobs.prepare(request["id"], request["spare"]))
+        # A connection is served by a thread of its own, for its whole life.
+        return ok(reused=self.jobs.prepare(request["id"], request["spare"], threading.get_ident()))
 
     def on_start(self, request: dict[str, Any]) -> dict[str, Any]:
         job_id = request["id"]
@@ -189,6 +190,7 @@ class Handler(socketserver.StreamRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
+            agent.jobs.abandon(threading.get_ident())
             agent.touch(-1)
 
 

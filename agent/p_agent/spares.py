@@ -88,6 +88,19 @@ class Spares:
 
         threading.Thread(target=copy, daemon=True).start()
 
+    def sweep(self, cutoff: float) -> None:
+        """Copies left by an agent that died while making them (mtime before
+        ``cutoff``): never renamed into spares, so never built on."""
+        with self.lock:
+            try:
+                entries = [entry for entry in os.scandir(self.layout.spares_dir)
+                           if TMP_MARK in entry.name and entry.path not in self.copying]
+            except FileNotFoundError:
+                return
+            for entry in entries:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    self.rmtree(entry.path)
+
     def drop(self, key: str | None = None) -> int:
         """Remove the spare of ``key`` (every spare: None) and any copy of it
         in flight; the number of spares removed."""
