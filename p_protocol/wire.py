@@ -116,8 +116,9 @@ class Spec:
 F = Field
 ID = F("id", "id")
 # What an agent says of a job, in every reply that carries one.
+# ``reason``: why a `lost` job's end was not recorded, when the worker knows.
 JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
-       F("exit_code", "int", nullable=True), F("attachable", "bool"))
+       F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "str", optional=True, nullable=True))
 
 SPECS: dict[Op, Spec] = {
     Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),

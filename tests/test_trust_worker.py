@@ -383,3 +383,26 @@ def test_left_over_workdirs_go_once_untouched_for_an_hour(tmp_path: Path) -> Non
     assert not os.path.exists(jobs.layout.workdir(old))
     assert os.path.isdir(jobs.layout.workdir(fresh)) and os.path.isdir(jobs.layout.workdir(syncing))
     assert not half_made.exists()
+
+
+def test_a_job_whose_end_cannot_be_recorded_is_lost_with_the_reason(p1: PClient) -> None:
+    jobs = p1.worker_home("w1") / ".p" / "jobs"
+    with small_filesystem(jobs, p1.sshd.workers["w1"].user):
+        process = subprocess.Popen([P_BIN, "-n", "--", "echo started; sleep 2; exit 3"], env=p1.env,
+                                   cwd=p1.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "started\n"
+            # A filesystem where reserved space is no use (copy-on-write),
+            # and full: nothing of the job's end can be written.
+            for reserved in jobs.glob("*/*.pending"):
+                reserved.unlink()
+            fill(jobs)
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == 255
+    assert stderr.strip().splitlines() == [stderr.strip()] and stderr.startswith("p: job ")
+    assert "is lost: disk full on w1" in stderr

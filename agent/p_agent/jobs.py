@@ -157,8 +157,11 @@ class Jobs:
             # No exit code and the engine holds nothing: it went away (worker
             # rebooted, session killed by hand) before the job's end was recorded.
             state, ended_at = State.LOST, None
-        return {"id": job_id, "state": state.value, "started_at": started_at, "ended_at": ended_at,
+        view = {"id": job_id, "state": state.value, "started_at": started_at, "ended_at": ended_at,
                 "exit_code": exit_code, "attachable": held}
+        if state == State.LOST:
+            view["reason"] = _why_lost(job_dir)
+        return view
 
     def views(self, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         alive = self.executor.alive()
@@ -307,6 +310,19 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
         return code, os.stat(path).st_mtime
     except OSError:
         return code, None
+
+
+def _why_lost(job_dir: str) -> str | None:
+    """What kept a lost job's end from being recorded, when it shows: a full
+    disk (its reserved space was no use, e.g. on a copy-on-write filesystem)."""
+    try:
+        info = os.statvfs(job_dir)
+    except OSError:
+        return None
+    if info.f_bavail * info.f_frsize >= END_FILE_SIZE * len(JobFile.END_FILES):
+        return None
+    worker = (read_file(os.path.join(job_dir, JobFile.WORKER)) or "").strip() or "the worker"
+    return f"disk full on {worker}: its end could not be recorded"
 
 
 def _last_change(directory: str) -> float:

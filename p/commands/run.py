@@ -104,6 +104,8 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     store.save(record)
     link.close()
     if record.status == State.LOST.value:
+        if view.get("reason"):
+            raise PError(f"job {record.short_id} is lost: {view['reason']}", exit_code=255)
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
 
