@@ -213,6 +213,18 @@ def test_a_stale_pid_file_naming_a_job_is_removed_not_obeyed(p1: PClient) -> Non
     p1("stop", "--grace", "0", job, check=True)
 
 
+def test_an_agent_of_this_version_that_does_not_answer_is_still_replaced(p1: PClient) -> None:
+    home = p1.worker_home("w1")
+    old = agent_pid(home)
+    # Alive and holding its pid file, but unreachable: its socket is gone.
+    (home / ".p" / "run" / f"agent-{VERSION}.sock").unlink()
+    p1.close_masters()
+    result = p1("-n", "--", "echo", "works")
+    assert result.stdout == "works\n", result.stderr
+    eventually(lambda: not alive(old))
+    assert agent_pid(home) != old
+
+
 def test_an_agent_of_another_version_keeps_serving_its_jobs(p1: PClient) -> None:
     home = p1.worker_home("w1")
     other = start_agent_of_version(p1, "w1", "0.0.9")
