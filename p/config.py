@@ -116,7 +116,7 @@ def save(config: Config) -> None:
     data["workers"] = [
         {k: v for k, v in worker.to_dict().items() if v not in (None, [])} for worker in config.workers
     ]
-    atomic_write(path, yaml.safe_dump(data, sort_keys=False), mode=0o644)
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False))
     _write_cache(path, config)
 
 

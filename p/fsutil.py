@@ -1,15 +1,27 @@
-"""The one way the client writes a file: atomically, so a crash leaves the
-old content or the new, never half of one."""
+"""How the client writes its files: atomically, so a crash leaves the old
+content or the new, never half of one; and privately, owner only (files
+0600, directories 0700): they name hosts, commands and paths."""
 
 from __future__ import annotations
 
 import os
 import time
 
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import IO
+
+
+def private_open(path: str, mode: str = "a") -> IO[str]:
+    """A file p keeps (a lock, a log, a mark), made 0600 if new: ``a`` to
+    append to, ``w+`` to write afresh and read back."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC if mode == "w+" else os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
 
 def atomic_write(path: str, data: str | bytes, mode: int = 0o600, durable: bool = True) -> None:
     directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
     # pid + time: unique among writers without importing tempfile (startup).
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{time.monotonic_ns()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -21,6 +21,7 @@ from . import config as config_module
 from .agent_client import AgentClient, AgentGone
 from .config import Config, Worker
 from .errors import PError
+from .fsutil import private_open
 from .ssh import Transport
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
@@ -91,7 +92,7 @@ def _cold_lock(transport: Transport) -> Iterator[None]:
     otherwise start fifty masters (leaked, each an sshd session for
     ControlPersist) and open fifty connections at once, past sshd's
     MaxStartups. The others wait here, then find the link warm."""
-    with open(os.path.join(transport.runtime, f"cold-{transport.key}.lock"), "a") as lock:
+    with private_open(os.path.join(transport.runtime, f"cold-{transport.key}.lock")) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

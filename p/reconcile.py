@@ -22,6 +22,7 @@ from . import link as link_module
 from . import output
 from .agent_client import AgentClient
 from .errors import PError
+from .fsutil import private_open
 from .ssh import Transport
 from .store import ACTIVE, UNKNOWN, JobRecord, Store
 
@@ -96,7 +97,7 @@ def _unreachable_mark(transport: Transport) -> str:
 
 
 def _mark_unreachable(transport: Transport) -> None:
-    with open(_unreachable_mark(transport), "w"):
+    with private_open(_unreachable_mark(transport)):
         pass
 
 

@@ -19,6 +19,7 @@ import sys
 from . import paths
 from .config import Config, Worker
 from .errors import LINK_LOST, PError
+from .fsutil import private_open
 
 CONTROL_PERSIST = "600"
 CONNECT_TIMEOUT = "10"
@@ -120,7 +121,7 @@ class Transport:
 
         # One master per worker: concurrent `p`s wait for the first one's
         # instead of starting (and leaking) their own.
-        with open(os.path.join(self.runtime, f"master-{self.key}.lock"), "a") as lock:
+        with private_open(os.path.join(self.runtime, f"master-{self.key}.lock")) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.master_alive():
                 return
@@ -133,7 +134,7 @@ class Transport:
             # forever. Once in the background it logs only to -E's file, at
             # INFO: so a later error can say what the master saw (a channel
             # the worker's sshd refused), whatever the user's LogLevel.
-            with open(self.master_log, "w+") as log:
+            with private_open(self.master_log, "w+") as log:
                 result = subprocess.run(
                     ["ssh", *self.options(), "-o", "ControlMaster=yes", "-o", "LogLevel=INFO",
                      "-E", self.master_log, "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f", "--",

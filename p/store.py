@@ -28,7 +28,7 @@ from p_protocol.wire import KINDS, Field, check_fields
 
 from . import paths
 from .errors import PError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, private_open
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
@@ -161,8 +161,9 @@ class Store:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        os.makedirs(self.dir, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
+        for directory in (paths.data_dir(), self.dir):  # makedirs' mode is the leaf's only
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        with private_open(self.lock_path) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 

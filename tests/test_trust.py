@@ -241,3 +241,22 @@ def test_a_refused_forward_is_blamed_only_when_the_master_saw_it(tmp_path: Path)
         client.close()
         workers.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_every_file_p_keeps_on_the_client_is_private(p1: PClient) -> None:
+    """Config, records, index, locks, logs and sockets name hosts, commands
+    and paths: owner only, files 0600 and directories 0700 (issue 17, 11)."""
+    p1("-n", "--", "true", check=True)
+    p1("-d", "-n", "--", "true", check=True)
+    p1("ls", check=True)
+    roots = [p1.home / ".config" / "p", p1.home / ".local" / "share" / "p", p1.runtime / "p"]
+    loose = []
+    for root in roots:
+        assert root.is_dir(), root
+        for path in [root, *root.rglob("*")]:
+            mode = path.lstat().st_mode & 0o777
+            if path.is_socket() or path.is_symlink():
+                continue
+            if (path.is_dir() and mode != 0o700) or (path.is_file() and mode != 0o600):
+                loose.append(f"{oct(mode)} {path}")
+    assert not loose, "\n".join(loose)
