@@ -79,8 +79,14 @@ class Config:
 def _stamp(path: str) -> list[int] | None:
     try:
         info = os.stat(path)
+        if info.st_mode & 0o077 and info.st_uid == os.getuid():
+            # An older p wrote it 0644 (and its directory 0755): it names hosts.
+            os.chmod(path, 0o600)
+            os.chmod(os.path.dirname(path), 0o700)
     except FileNotFoundError:
         return None
+    except OSError:
+        pass  # not ours to tighten: reading it is all p needs
     return [info.st_mtime_ns, info.st_size]
 
 

@@ -13,15 +13,18 @@ if TYPE_CHECKING:
 
 
 def private_open(path: str, mode: str = "a") -> IO[str]:
-    """A file p keeps (a lock, a log, a mark), made 0600 if new: ``a`` to
-    append to, ``w+`` to write afresh and read back."""
+    """A file p keeps (a lock, a log, a mark), 0600 (also one an older p
+    made looser): ``a`` to append to, ``w+`` to write afresh and read back."""
     flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC if mode == "w+" else os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    return os.fdopen(os.open(path, flags, 0o600), mode)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode)
 
 
 def atomic_write(path: str, data: str | bytes, mode: int = 0o600, durable: bool = True) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)  # also one an older p made looser
     # pid + time: unique among writers without importing tempfile (startup).
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{time.monotonic_ns()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

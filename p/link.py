@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 # A warm hello is a local round trip plus one over the link: seconds mean dead.
 WARM_TIMEOUT = 5.0
+# A master found mute, asked once more under the cold lock: a fresh one
+# answers in milliseconds.
+QUIET_RECHECK = 1.0
 
 
 class Link:
@@ -74,15 +77,15 @@ def connect(worker_name: str | None = None, *, config: Config | None = None) -> 
     config = config or config_module.load()
     worker = config.worker(worker_name)
     transport = Transport(config, worker)
+    quiet = False
     try:
         agent = try_warm(transport, WARM_TIMEOUT)
     except PError:
         # The master answers nothing (a suspended laptop, a changed network):
-        # drop it and connect afresh rather than wait for its keepalives.
-        transport.close_master()
-        agent = None
+        # connect afresh rather than wait for its keepalives.
+        quiet, agent = True, None
     if agent is None:
-        agent = connect_cold(transport)
+        agent = connect_cold(transport, quiet=quiet)
     return Link(transport, agent)
 
 
@@ -97,13 +100,17 @@ def _cold_lock(transport: Transport) -> Iterator[None]:
         yield
 
 
-def connect_cold(transport: Transport, facts: WorkerFacts | None = None) -> AgentClient:
+def connect_cold(transport: Transport, facts: WorkerFacts | None = None, *, quiet: bool = False) -> AgentClient:
+    """``quiet``: the caller found the master mute. It is dropped here,
+    under the lock, and only if it is still mute: another `p` may have
+    replaced it meanwhile, and dropping that one would cut its links."""
     with _cold_lock(transport):
         if facts is None:
             # Whoever held the lock before may have made the link warm.
             try:
-                agent = try_warm(transport, WARM_TIMEOUT)
+                agent = try_warm(transport, QUIET_RECHECK if quiet else WARM_TIMEOUT)
             except PError:
+                transport.close_master()
                 agent = None
             if agent is not None:
                 return agent

@@ -65,6 +65,8 @@ umask 077
 mkdir -p "{bin}" "{run}" "{tmp}" "{jobs}" "{workdirs}" || exit 1
 chmod 700 "{root}" "{run}"
 cd "{bin}" || exit 1
+# Uploads cut short (a client gone mid-transfer) are never finished later.
+find . -maxdepth 1 -name '.upload-*' -mmin +10 -exec rm -f {{}} + 2>/dev/null
 for name in {names}; do
     [ -f "$name" ] || continue
     sum=$( (sha256sum "$name" || shasum -a 256 "$name") 2>/dev/null | cut -d' ' -f1)

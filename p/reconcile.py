@@ -112,6 +112,7 @@ def _ask(config: config_module.Config, worker_name: str, jobs: list[JobRecord], 
     if not force and _recently_unreachable(transport):
         return None, (f"worker {worker_name} was unreachable a moment ago; its running jobs show `unknown` "
                       "(`p ls --refresh` tries now)")
+    quiet = False
     try:
         agent = link_module.try_warm(transport, max(0.05, deadline - time.monotonic()))
     except PError:
@@ -121,12 +122,11 @@ def _ask(config: config_module.Config, worker_name: str, jobs: list[JobRecord], 
             _mark_unreachable(transport)
             return None, (f"worker {worker_name} does not answer; its running jobs show `unknown` "
                           "(`p ls --refresh` tries again now)")
-        transport.close_master()
-        agent = None
+        quiet, agent = True, None
     wanted = force or any(r.status == UNKNOWN for r in jobs)
     if agent is None and wanted:
         try:
-            agent = link_module.connect_cold(transport)
+            agent = link_module.connect_cold(transport, quiet=quiet)
             _forget(_unreachable_mark(transport))
         except PError as exc:
             _mark_unreachable(transport)

@@ -245,8 +245,14 @@ def test_a_refused_forward_is_blamed_only_when_the_master_saw_it(tmp_path: Path)
 
 def test_every_file_p_keeps_on_the_client_is_private(p1: PClient) -> None:
     """Config, records, index, locks, logs and sockets name hosts, commands
-    and paths: owner only, files 0600 and directories 0700 (issue 17, 11)."""
+    and paths: owner only, files 0600 and directories 0700 (issue 17, 11),
+    also those an older p made looser."""
     p1("-n", "--", "true", check=True)
+    config = p1.home / ".config" / "p"
+    config.chmod(0o755)
+    (config / "config.yaml").chmod(0o644)
+    (p1.home / ".local" / "share" / "p" / ".lock").chmod(0o644)
+    # (The runtime directory itself is made 0700 again at every command.)
     p1("-d", "-n", "--", "true", check=True)
     p1("ls", check=True)
     roots = [p1.home / ".config" / "p", p1.home / ".local" / "share" / "p", p1.runtime / "p"]

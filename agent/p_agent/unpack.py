@@ -82,8 +82,9 @@ def unpack(bundle: str, frozen: str, dest: str, sha256: str) -> None:
         program = os.path.join(tree, PROGRAM)
         os.replace(os.path.join(tree, ONEDIR), program)
         os.chmod(program, 0o700)
+        _owner_only(tree)
         patch_elf(program, interp=os.path.join(dest, INTERP_LINK), rpath=dest)
-        with open(os.path.join(tree, COMPLETE), "w") as mark:
+        with open(os.open(os.path.join(tree, COMPLETE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as mark:
             mark.write(sha256 + "\n")
             mark.flush()
             os.fsync(mark.fileno())
@@ -97,6 +98,18 @@ def unpack(bundle: str, frozen: str, dest: str, sha256: str) -> None:
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _owner_only(tree: str) -> None:
+    """Everything under ~/.p is the user's alone (the bundle's files keep
+    their packages' modes, 0644 and 0755): 0700 for directories and
+    executables, 0600 for the rest."""
+    for directory, _dirs, files in os.walk(tree):
+        os.chmod(directory, 0o700)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700 if os.stat(path).st_mode & 0o100 else 0o600)
 
 
 def is_complete(dest: str, sha256: str) -> bool:
