@@ -131,3 +131,26 @@ def test_clean_leaves_a_workdir_being_synced_alone(jobs: Jobs) -> None:
     assert removed["jobs"] == [finished]
     assert Path(jobs.layout.workdir(syncing), "file").read_text() == "being synced"
     assert not os.path.exists(jobs.layout.workdir(finished))
+
+
+def test_a_pgid_file_naming_a_reused_number_is_not_obeyed(tmp_path: Path) -> None:
+    """After a reboot (or long after a job), the number in its pgid file may
+    name another process group: the tmux engine must neither count the job
+    as running nor signal that group (issue 17, point 6, for jobs)."""
+    import subprocess
+    import time
+
+    from p_agent.tmux import _is_jobs_group
+
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        (job_dir / JobFile.STARTED_AT).write_text(f"{time.time():.3f}")
+        assert _is_jobs_group(other.pid, str(job_dir))  # started when the job did: its own
+        (job_dir / JobFile.STARTED_AT).write_text(f"{time.time() - 3600:.3f}")
+        assert not _is_jobs_group(other.pid, str(job_dir))  # a job of an hour ago: a reused number
+    finally:
+        other.kill()
+        other.wait()
+    assert not _is_jobs_group(other.pid, str(job_dir))

@@ -14,7 +14,7 @@ from p_protocol.layout import JobFile, Layout
 
 from . import scripts
 from .executor import JobStart
-from .files import poll_intervals, read_file, write_file
+from .files import parse_float, poll_intervals, read_file, write_file
 
 COMMAND_IN_STATUS = 40
 # How long a signal waits for a job started that instant to write its pgid.
@@ -117,15 +117,7 @@ class _Sessions:
         if os.path.exists(os.path.join(job_dir, JobFile.EXIT_CODE)):
             return False
         pgid = _pgid(job_dir)
-        if pgid is None:
-            return False
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return False  # another user's group by now (the number was reused)
-        return True
+        return pgid is not None and _is_jobs_group(pgid, job_dir)
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -171,7 +163,7 @@ class TmuxExecutor:
                 break
             time.sleep(delay)
             pgid = _pgid(job_dir)
-        if pgid is not None:
+        if pgid is not None and _is_jobs_group(pgid, job_dir):
             try:
                 os.killpg(pgid, signum)
             except ProcessLookupError:
@@ -204,6 +196,41 @@ def _pgid(job_dir: str) -> int | None:
         return None
     # Never signal our own group or init's, whatever the file says.
     return pgid if pgid and pgid > 1 and pgid != os.getpgid(0) else None
+
+
+# How far apart the agent's start time of a job and its process group
+# leader's may be: a pgid file naming a process that started at another
+# time names a number reused since (after a reboot, or long after the job).
+LEADER_SLACK = 60.0
+
+
+def _is_jobs_group(pgid: int, job_dir: str) -> bool:
+    """Whether process group ``pgid`` still is the job's. A group outlives
+    its leader, and Linux hands out no pid still in use as a group id: a
+    live group without its leader is the job's; one with a leader is the
+    job's if that leader started when the job did."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False  # gone, or another user's by now
+    leader = _started(pgid)
+    started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
+    if leader is None or started_at is None:
+        return leader is None  # no leader: the job's; no start time: trust nothing
+    return abs(leader - started_at) <= LEADER_SLACK
+
+
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), from /proc; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as src:
+            stat = src.read()
+        with open("/proc/stat") as src:
+            boot = next(int(line.split()[1]) for line in src if line.startswith("btime "))
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: starttime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def escape_format(text: str) -> str:
