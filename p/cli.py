@@ -12,14 +12,16 @@ from . import __version__
 RUN_HELP = """\
 Push a command to a worker and track it as a job.
 
-  p [WORKER] [-n|--no-sync] [-d|--detach] [-y|--yes] -- COMMAND...
+  p [WORKER] [-n|--no-sync] [-d|--detach] [-y|--yes] [-e NAME=VALUE]...
+    [--env-file FILE]... -- COMMAND...
 
 syncs the current directory to WORKER (default: the default worker), runs
 COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
 Off a terminal the job gets no terminal either (stdin is /dev/null, as with
 `ssh -n`) and its output streams to stdout. `p` exits with the job's exit
 status. --yes syncs files that look secret (.ssh/, *.pem, .env, id_*)
-without asking.
+without asking. -e and --env-file (dotenv lines) put variables in the
+job's environment.
 """
 
 app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,

@@ -1,4 +1,4 @@
-"""Entry point. The run form (`p [worker] [-n] [-d] -- cmd`) and `p ls` are
+"""Entry point. The run form (`p [worker] [-n] [-d] [-e K=V] -- cmd`) and `p ls` are
 parsed here without typer, so the commands run most often import nothing
 heavy; every other verb goes to the typer app in `cli`."""
 
@@ -9,19 +9,34 @@ import sys
 import traceback
 
 from .errors import PError
-from .verbs import RUN_FLAGS, VERBS
+from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, VERBS
 
 
 def parse_run(argv: list[str]) -> dict[str, object] | None:
-    """The run form's options, or None when argv is another verb."""
+    """The run form's options, or None when argv is another verb. Flags with
+    a value (RUN_VALUE_FLAGS) add ``"job_spec"``: (flag's name, value) pairs
+    in command-line order, which `commands.run` turns into the job's env."""
     if "--" not in argv:
         return None
     split = argv.index("--")
     head, words = argv[:split], argv[split + 1:]
     options: dict[str, object] = {"worker": None, "no_sync": False, "detach": False, "assume_yes": False,
                                   "words": words}
-    for arg in head:
-        if arg in RUN_FLAGS:
+    spec: list[tuple[str, str]] = []
+    args = iter(head)
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if arg.startswith("--") and equals and flag in RUN_VALUE_FLAGS:
+            spec.append((RUN_VALUE_FLAGS[flag], value))  # --env=K=V
+        elif arg in RUN_VALUE_FLAGS:
+            value = next(args, None)  # type: ignore[arg-type]
+            if value is None:
+                raise PError(f"{arg} needs a value; usage: p [worker] {_VALUE_USAGE[RUN_VALUE_FLAGS[arg]]} "
+                             "-- <command>", exit_code=2)
+            spec.append((RUN_VALUE_FLAGS[arg], value))
+        elif arg.startswith("-e") and len(arg) > 2:
+            spec.append(("env", arg[2:]))  # -eK=V, as getopt reads it
+        elif arg in RUN_FLAGS:
             options[RUN_FLAGS[arg]] = True
         elif arg == "--debug":
             continue
@@ -32,7 +47,12 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
             return None
         else:
             options["worker"] = arg
+    if spec:
+        options["job_spec"] = spec
     return options
+
+
+_VALUE_USAGE = {"env": "-e NAME=VALUE", "env_file": "--env-file FILE"}
 
 
 def parse_ls(argv: list[str]) -> dict[str, bool] | None:
@@ -77,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(options["worker"], options["words"],  # type: ignore[arg-type]
                        no_sync=bool(options["no_sync"]), detach=bool(options["detach"]),
-                       assume_yes=bool(options["assume_yes"]))
+                       assume_yes=bool(options["assume_yes"]),
+                       job_spec=options.get("job_spec", []))  # type: ignore[arg-type]
         ls_options = parse_ls(argv)
         if ls_options is not None:
             from .commands.ls import ls

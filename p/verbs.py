@@ -9,3 +9,6 @@ VERBS = ("ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "doctor
 # The run form's flags: `p [WORKER] [FLAGS] -- COMMAND...`.
 RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
              "-y": "assume_yes", "--yes": "assume_yes"}
+# The run form's flags that take a value (`-e K=V`, `--env=K=V`), repeatable:
+# what they collect, in command-line order (a later -e overrides an earlier one).
+RUN_VALUE_FLAGS = {"-e": "env", "--env": "env", "--env-file": "env_file"}

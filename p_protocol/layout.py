@@ -26,6 +26,7 @@ class JobFile:
     LOG_END = "log_end"  # bytes of output.log that are the job's
     EXIT_CODE = "exitcode"  # written last: a number here means "finished"
     STOPPED = "stopped"  # present when `p stop` ended the job
+    ENV = "env"  # `export NAME='value'` lines the job's script sources (jobspec.py)
     # The end files' space, reserved when the job starts (``ended_at.pending``...):
     # they are filled in place, then renamed, so a full disk cannot lose the
     # job's end. Their values may be padded with spaces to END_FILE_SIZE.

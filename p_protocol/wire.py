@@ -18,6 +18,7 @@ import math
 from enum import Enum
 
 from . import JOB_ID_RE, SPARE_KEY_RE, WORKER_NAME_RE, ProtocolError
+from .jobspec import is_env
 from .states import State
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
@@ -84,6 +85,7 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "spare": ("a spare key (16 lowercase hex digits)", lambda v: isinstance(v, str)
               and SPARE_KEY_RE.match(v) is not None),
     "worker": ("a worker name", lambda v: isinstance(v, str) and WORKER_NAME_RE.match(v) is not None),
+    "env": ("an object of shell variable names to strings", is_env),
     "state": ("a job state", lambda v: v in {state.value for state in State}),
     "job": ("a job", _is_job),
     "jobs": ("an object of job ids to jobs or null", lambda v: isinstance(v, dict) and all(
@@ -127,10 +129,11 @@ SPECS: dict[Op, Spec] = {
                      "the job's workdir, from the spare copy of its directory if there is one"),
     Op.START: Spec((ID, F("command", "str"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
                     F("rows", "size"), F("tty", "bool"), F("attach", "bool"),
-                    F("spare", "spare", optional=True, nullable=True)),
+                    F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True)),
                    (F("job", "job"), F("argv", "strs", nullable=True)),
                    "start the job; `tty`: give it a terminal; `attach`: a client is on its way to attach "
-                   "(`argv`, as for `attach`, says how); `spare`: copy the synced workdir for the next job"),
+                   "(`argv`, as for `attach`, says how); `spare`: copy the synced workdir for the next job; "
+                   "`env`: variables in the job's environment (see jobspec.py)"),
     Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
     Op.WAIT: Spec((ID,), (F("job", "job", nullable=True),), "reply once the job has ended"),
     Op.LOGS: Spec((ID, F("offset", "count"), F("follow", "bool")), (F("size", "count"),),

@@ -20,7 +20,9 @@ from p_protocol.layout import Layout
 
 class JobStart(NamedTuple):
     """What an engine needs to start one job (its directory already holds
-    ``cmd``, ``cwd``, ``worker``, ``started_at`` and an empty ``output.log``)."""
+    ``cmd``, ``cwd``, ``worker``, ``started_at``, an empty ``output.log``
+    and, when given, ``env``, which the job's script sources before the
+    command runs)."""
 
     job_id: str
     job_dir: str

@@ -15,6 +15,7 @@ from collections.abc import Container
 from typing import Any
 
 from p_protocol import JOB_ID_RE, ProtocolError
+from p_protocol.jobspec import env_script
 from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 from p_protocol.states import State
 
@@ -115,11 +116,12 @@ class Jobs:
     # -- start -------------------------------------------------------------
 
     def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int, *,
-              tty: bool, expect_client: bool) -> dict[str, Any]:
+              tty: bool, expect_client: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
         """Start the job in a session of its own. ``tty``: the job gets the
         session's terminal (else no terminal at all, as `ssh host cmd` off
         one); ``expect_client``: a client is on its way to attach, so the
-        "Job done" screen waits for it even if the job ends first."""
+        "Job done" screen waits for it even if the job ends first; ``env``:
+        put in the job's environment (see jobspec.py)."""
         with self.starting:
             self.syncing.pop(job_id, None)
             job_dir = self.layout.job_dir(job_id)
@@ -134,6 +136,10 @@ class Jobs:
                 write_file(os.path.join(job_dir, name), text)
             for name in JobFile.END_FILES:
                 write_file(os.path.join(job_dir, name + JobFile.PENDING), " " * (END_FILE_SIZE - 1) + "\n")
+            # A file, not argv or tmux's environment: only this user can read
+            # it (0600 in a 0700 directory), and no `ps` shows it.
+            if env:
+                write_file(os.path.join(job_dir, JobFile.ENV), env_script(env))
             self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
                                          expect_client))
             return self.view(job_id, {job_id})  # type: ignore[return-value]

@@ -32,6 +32,10 @@ from p_protocol.layout import END_FILE_SIZE, JobFile
 # - The end files are written over space reserved when the job started
 #   (`<name>.pending`, filled in place, then renamed): a disk the job filled
 #   cannot leave them empty, so its end and exit status are never lost.
+# - The job's variables (`-e`) come from a file the agent wrote (0600),
+#   sourced by the job's own shell just before the command: they are in no
+#   argv, and no value is evaluated (each is single-quoted, see
+#   p_protocol.jobspec).
 # - `trap : INT` keeps the script alive when dash re-raises the job's SIGINT,
 #   so the exit code is still written.
 # - The agent pipes the pane into output.log before this script runs. The
@@ -94,7 +98,7 @@ done
 
 TTY_START = """\
 set -m
-sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; cd "$2" || exit 1; exec "$3" -c "$4"' p-job \\
+sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; {load_env}cd "$2" || exit 1; exec "$3" -c "$4"' p-job \\
     "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask"
 code=$?"""
 
@@ -105,12 +109,17 @@ exec 3>"$job/output.fifo"
 rm -f "$job/output.fifo"
 detach=setsid
 command -v setsid >/dev/null 2>&1 || {{ detach=; set -m; }}
-$detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE; cd "$2" || exit 1; exec "$3" -c "$4"' \\
+$detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE
+    {load_env}cd "$2" || exit 1; exec "$3" -c "$4"' \\
     p-job "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask" </dev/null >&3 2>&3 3>&-
 code=$?"""
 
 # How long an expected client may take to attach, in tenths of a second.
 CLIENT_POLLS = 300
+
+# Sourced inside the job's `sh -c` (positional $1: the job directory), so
+# variables such as PATH or IFS change the job, not run.sh.
+LOAD_ENV = '[ ! -f "$1/{env}" ] || . "$1/{env}"; '
 
 # Prints "[running] 0:02:14" for the status bar, once a second while attached.
 # Durations in integer milliseconds, as the client computes them.
@@ -149,7 +158,8 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
            expect_client: bool) -> str:
     start = TTY_START if tty else NO_TTY_START
     return RUN_SH.format(
-        start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir)),
+        start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
+                           load_env=LOAD_ENV.format(env=JobFile.ENV)),
         marker_to="" if tty else " >&3; exec 3>&-",
         marker_printf=f"\\033]7777;p-end-{job_id}\\007",
         marker_text=quote(f"p-end-{job_id}"),

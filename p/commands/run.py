@@ -1,4 +1,5 @@
-"""`p [worker] [-n] [-d] -- <command>`: sync, start, attach (or stream)."""
+"""`p [worker] [-n] [-d] [-e K=V] [--env-file F] -- <command>`: sync, start,
+attach (or stream)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import sys
 import time
 
+from p_protocol.jobspec import ENV_NAME_RE, EnvFileError, is_env, parse_env_file
 from p_protocol.states import State
 from p_protocol.wire import Op
 
@@ -23,18 +25,21 @@ from ..store import UNKNOWN, JobRecord, Store, new_job_id
 from .attach import attach_session
 
 
-def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool) -> int:
+def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool,
+        job_spec: list[tuple[str, str]]) -> int:
     # As ssh does: the words are joined with spaces for the login shell.
     command = " ".join(words)
     if not command.strip():
         # A usage error, as for any command line p cannot run.
         raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>", exit_code=2)
+    # Before any connection: a bad env file costs nothing.
+    env = _variables(job_spec)
     cwd = os.getcwd()
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), command=command,
-                       started_at=time.time(), synced=not no_sync, checked_at=time.time())
+                       started_at=time.time(), synced=not no_sync, checked_at=time.time(), env=env)
     if not no_sync:
         _confirm_sensitive(cwd, worker, assume_yes)
         record.spare = _spare_key(cwd)
@@ -58,7 +63,7 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     try:
         started = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
                                      cols=cols, rows=rows, tty=tty, attach=tty and not detach,
-                                     spare=record.spare)
+                                     spare=record.spare, env=env)
     except AgentRefused:
         store.delete(record.id)  # refused: nothing runs
         raise
@@ -108,6 +113,37 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
             raise PError(f"job {record.short_id} is lost: {view['reason']}", exit_code=255)
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
+
+
+def _variables(job_spec: list[tuple[str, str]]) -> dict[str, str]:
+    """The job's env (`-e`, `--env-file`, later ones overriding)."""
+    env: dict[str, str] = {}
+    for kind, value in job_spec:
+        if kind == "env":
+            name, equals, text = value.partition("=")
+            if not equals or not ENV_NAME_RE.match(name):
+                raise PError(f"-e {value!r}: expected NAME=VALUE with NAME a shell variable name "
+                             "(letters, digits, _; not starting with a digit)", exit_code=2)
+            env[name] = text
+        else:
+            env.update(_read_env_file(value))
+    if not is_env(env):
+        raise PError("a variable's value holds a NUL byte, which no environment can carry", exit_code=2)
+    return env
+
+
+def _read_env_file(path: str) -> dict[str, str]:
+    try:
+        with open(path, encoding="utf-8") as src:
+            text = src.read()
+    except OSError as exc:
+        raise PError(f"cannot read env file {path}: {exc.strerror}", exit_code=2) from None
+    except UnicodeDecodeError:
+        raise PError(f"env file {path} is not UTF-8 text", exit_code=2) from None
+    try:
+        return parse_env_file(text)
+    except EnvFileError as exc:
+        raise PError(f"env file {path}, line {exc.line}: {exc.problem}", exit_code=2) from None
 
 
 def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool) -> None:
