@@ -13,7 +13,7 @@ RUN_HELP = """\
 Push a command to a worker and track it as a job.
 
   p [WORKER] [-n|--no-sync] [-d|--detach] [-y|--yes] [-e NAME=VALUE]...
-    [--env-file FILE]... -- COMMAND...
+    [--env-file FILE]... [--secret NAME]... -- COMMAND...
 
 syncs the current directory to WORKER (default: the default worker), runs
 COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
@@ -21,7 +21,8 @@ Off a terminal the job gets no terminal either (stdin is /dev/null, as with
 `ssh -n`) and its output streams to stdout. `p` exits with the job's exit
 status. --yes syncs files that look secret (.ssh/, *.pem, .env, id_*)
 without asking. -e and --env-file (dotenv lines) put variables in the
-job's environment.
+job's environment; --secret NAME passes $NAME (asked for on a terminal
+when unset) to the job only: in no argv, record or log.
 """
 
 app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,

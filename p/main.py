@@ -15,7 +15,7 @@ from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, VERBS
 def parse_run(argv: list[str]) -> dict[str, object] | None:
     """The run form's options, or None when argv is another verb. Flags with
     a value (RUN_VALUE_FLAGS) add ``"job_spec"``: (flag's name, value) pairs
-    in command-line order, which `commands.run` turns into the job's env."""
+    in command-line order, which `commands.run` turns into env and secrets."""
     if "--" not in argv:
         return None
     split = argv.index("--")
@@ -52,7 +52,7 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
     return options
 
 
-_VALUE_USAGE = {"env": "-e NAME=VALUE", "env_file": "--env-file FILE"}
+_VALUE_USAGE = {"env": "-e NAME=VALUE", "env_file": "--env-file FILE", "secret": "--secret NAME"}
 
 
 def parse_ls(argv: list[str]) -> dict[str, bool] | None:

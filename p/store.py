@@ -50,7 +50,8 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"), F("command", "s
           F("status", "str", optional=True), F("exit_code", "int", optional=True, nullable=True),
           F("started_at", "time", optional=True), F("ended_at", "time", optional=True, nullable=True),
           F("synced", "bool", optional=True), F("checked_at", "time", optional=True),
-          F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True))
+          F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True),
+          F("secrets", "strs", optional=True))
 RECORD_NAMES = frozenset(field.name for field in RECORD)
 
 
@@ -79,7 +80,7 @@ class JobRecord:
     def __init__(self, id: str, worker: str, cwd: str, command: str, status: str = State.RUNNING.value,
                  exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
                  synced: bool = True, checked_at: float = 0.0, spare: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, secrets: list[str] | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -95,6 +96,8 @@ class JobRecord:
         self.spare = spare
         # The job's variables (`-e`, `--env-file`), names and values.
         self.env = env or {}
+        # The names of its secrets (`--secret`): never their values.
+        self.secrets = secrets or []
 
     @property
     def short_id(self) -> str:

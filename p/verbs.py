@@ -11,4 +11,4 @@ RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach"
              "-y": "assume_yes", "--yes": "assume_yes"}
 # The run form's flags that take a value (`-e K=V`, `--env=K=V`), repeatable:
 # what they collect, in command-line order (a later -e overrides an earlier one).
-RUN_VALUE_FLAGS = {"-e": "env", "--env": "env", "--env-file": "env_file"}
+RUN_VALUE_FLAGS = {"-e": "env", "--env": "env", "--env-file": "env_file", "--secret": "secret"}

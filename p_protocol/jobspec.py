@@ -1,11 +1,13 @@
-"""What a job carries besides its command: environment variables.
+"""What a job carries besides its command: environment variables and secrets.
 
-One definition for both sides. The client reads ``-e K=V`` and
-``--env-file`` (``parse_env_file``); the ``start`` request carries ``env``
-as an object of names to values (over the agent's unix socket, never in an
-argv); the agent writes it as a 0600 file in the job directory
-(``env_script``), which the job's script sources just before the command
-runs. The client's record keeps the names and values.
+One definition for both sides. The client reads ``-e K=V``, ``--env-file``
+(``parse_env_file``) and ``--secret NAME``; the ``start`` request carries
+``env`` and ``secrets`` as objects of names to values (over the agent's unix
+socket, never in an argv); the agent writes each as a 0600 file in the job
+directory (``env_script``), which the job's script sources just before the
+command runs. Secrets have a file of their own, deleted as soon as it is
+read (and at the latest when the job ends or is stopped); the client's
+record keeps env names and values, and only the names of secrets.
 """
 
 from __future__ import annotations

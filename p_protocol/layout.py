@@ -27,6 +27,9 @@ class JobFile:
     EXIT_CODE = "exitcode"  # written last: a number here means "finished"
     STOPPED = "stopped"  # present when `p stop` ended the job
     ENV = "env"  # `export NAME='value'` lines the job's script sources (jobspec.py)
+    # The same for secrets: deleted once the job has read it, at the latest
+    # when the job ends or is stopped, so no secret outlives its job.
+    SECRETS = "secrets"
     # The end files' space, reserved when the job starts (``ended_at.pending``...):
     # they are filled in place, then renamed, so a full disk cannot lose the
     # job's end. Their values may be padded with spaces to END_FILE_SIZE.

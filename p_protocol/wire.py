@@ -129,11 +129,12 @@ SPECS: dict[Op, Spec] = {
                      "the job's workdir, from the spare copy of its directory if there is one"),
     Op.START: Spec((ID, F("command", "str"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
                     F("rows", "size"), F("tty", "bool"), F("attach", "bool"),
-                    F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True)),
+                    F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True),
+                    F("secrets", "env", optional=True)),
                    (F("job", "job"), F("argv", "strs", nullable=True)),
                    "start the job; `tty`: give it a terminal; `attach`: a client is on its way to attach "
                    "(`argv`, as for `attach`, says how); `spare`: copy the synced workdir for the next job; "
-                   "`env`: variables in the job's environment (see jobspec.py)"),
+                   "`env`, `secrets`: variables in the job's environment (see jobspec.py)"),
     Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
     Op.WAIT: Spec((ID,), (F("job", "job", nullable=True),), "reply once the job has ended"),
     Op.LOGS: Spec((ID, F("offset", "count"), F("follow", "bool")), (F("size", "count"),),

@@ -21,8 +21,8 @@ from p_protocol.layout import Layout
 class JobStart(NamedTuple):
     """What an engine needs to start one job (its directory already holds
     ``cmd``, ``cwd``, ``worker``, ``started_at``, an empty ``output.log``
-    and, when given, ``env``, which the job's script sources before the
-    command runs)."""
+    and, when given, ``env`` and ``secrets``, which the job's script sources
+    before the command runs and which it deletes ``secrets`` after reading)."""
 
     job_id: str
     job_dir: str

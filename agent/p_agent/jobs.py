@@ -116,12 +116,13 @@ class Jobs:
     # -- start -------------------------------------------------------------
 
     def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int, *,
-              tty: bool, expect_client: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
+              tty: bool, expect_client: bool, env: dict[str, str] | None = None,
+              secrets: dict[str, str] | None = None) -> dict[str, Any]:
         """Start the job in a session of its own. ``tty``: the job gets the
         session's terminal (else no terminal at all, as `ssh host cmd` off
         one); ``expect_client``: a client is on its way to attach, so the
-        "Job done" screen waits for it even if the job ends first; ``env``:
-        put in the job's environment (see jobspec.py)."""
+        "Job done" screen waits for it even if the job ends first; ``env``
+        and ``secrets``: put in the job's environment (see jobspec.py)."""
         with self.starting:
             self.syncing.pop(job_id, None)
             job_dir = self.layout.job_dir(job_id)
@@ -136,12 +137,17 @@ class Jobs:
                 write_file(os.path.join(job_dir, name), text)
             for name in JobFile.END_FILES:
                 write_file(os.path.join(job_dir, name + JobFile.PENDING), " " * (END_FILE_SIZE - 1) + "\n")
-            # A file, not argv or tmux's environment: only this user can read
-            # it (0600 in a 0700 directory), and no `ps` shows it.
-            if env:
-                write_file(os.path.join(job_dir, JobFile.ENV), env_script(env))
-            self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
-                                         expect_client))
+            # Files, not argv or tmux's environment: only this user can read
+            # them (0600 in a 0700 directory), and no `ps` shows them.
+            for name, variables in ((JobFile.ENV, env or {}), (JobFile.SECRETS, secrets or {})):
+                if variables:
+                    write_file(os.path.join(job_dir, name), env_script(variables))
+            try:
+                self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
+                                             expect_client))
+            except BaseException:
+                _forget_secrets(job_dir)  # no job will read them
+                raise
             return self.view(job_id, {job_id})  # type: ignore[return-value]
 
     # -- inspect -----------------------------------------------------------
@@ -213,6 +219,7 @@ class Jobs:
         if not self.finished(job_id):
             # Never started, or its script is gone: record the stop ourselves.
             fill_in(os.path.join(job_dir, JobFile.EXIT_CODE), f"{128 + signal.SIGTERM}")
+        _forget_secrets(job_dir)  # killed before it read them, or its script was
         self.executor.close(job_id)
         return self.view(job_id)
 
@@ -316,6 +323,13 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
         return code, os.stat(path).st_mtime
     except OSError:
         return code, None
+
+
+def _forget_secrets(job_dir: str) -> None:
+    try:
+        os.unlink(os.path.join(job_dir, JobFile.SECRETS))
+    except FileNotFoundError:
+        pass
 
 
 def _why_lost(job_dir: str) -> str | None:

@@ -32,10 +32,12 @@ from p_protocol.layout import END_FILE_SIZE, JobFile
 # - The end files are written over space reserved when the job started
 #   (`<name>.pending`, filled in place, then renamed): a disk the job filled
 #   cannot leave them empty, so its end and exit status are never lost.
-# - The job's variables (`-e`) come from a file the agent wrote (0600),
-#   sourced by the job's own shell just before the command: they are in no
-#   argv, and no value is evaluated (each is single-quoted, see
-#   p_protocol.jobspec).
+# - The job's variables (`-e`, `--secret`) come from files the agent wrote
+#   (0600), sourced by the job's own shell just before the command: they are
+#   in no argv, and no value is evaluated (each is single-quoted, see
+#   p_protocol.jobspec). The job deletes the secrets file as soon as it has
+#   read it; this script deletes it again when the job ends, in case the job
+#   died first. Read before `cd` so a missing workdir does not keep it.
 # - `trap : INT` keeps the script alive when dash re-raises the job's SIGINT,
 #   so the exit code is still written.
 # - The agent pipes the pane into output.log before this script runs. The
@@ -64,6 +66,7 @@ record() {{
 }}
 trap : INT
 {start}
+rm -f "$job/{secrets}"
 end=$(date +%s.%N)
 case $end in *.[0-9][0-9][0-9]*) end=${{end%"${{end#*.???}}"}} ;; *) end=${{end%%.*}} ;; esac
 record {ended_at} "$end"
@@ -119,7 +122,8 @@ CLIENT_POLLS = 300
 
 # Sourced inside the job's `sh -c` (positional $1: the job directory), so
 # variables such as PATH or IFS change the job, not run.sh.
-LOAD_ENV = '[ ! -f "$1/{env}" ] || . "$1/{env}"; '
+LOAD_ENV = ('[ ! -f "$1/{env}" ] || . "$1/{env}"; '
+            'if [ -f "$1/{secrets}" ]; then . "$1/{secrets}"; rm -f "$1/{secrets}"; fi; ')
 
 # Prints "[running] 0:02:14" for the status bar, once a second while attached.
 # Durations in integer milliseconds, as the client computes them.
@@ -159,7 +163,8 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
     start = TTY_START if tty else NO_TTY_START
     return RUN_SH.format(
         start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
-                           load_env=LOAD_ENV.format(env=JobFile.ENV)),
+                           load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS)),
+        secrets=JobFile.SECRETS,
         marker_to="" if tty else " >&3; exec 3>&-",
         marker_printf=f"\\033]7777;p-end-{job_id}\\007",
         marker_text=quote(f"p-end-{job_id}"),

@@ -64,7 +64,7 @@ class Agent:
         job_id = request["id"]
         job = self.jobs.start(job_id, request["command"], request["cwd"], request["worker"], request["cols"],
                               request["rows"], tty=request["tty"], expect_client=request["attach"],
-                              env=request["env"])
+                              env=request["env"], secrets=request["secrets"])
         if request["spare"] is not None:
             self.jobs.spares.copy_from(request["spare"], self.layout.workdir(job_id), job_id)
         argv = self.jobs.attach_argv(job_id) if request["attach"] else None

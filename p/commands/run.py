@@ -1,5 +1,5 @@
-"""`p [worker] [-n] [-d] [-e K=V] [--env-file F] -- <command>`: sync, start,
-attach (or stream)."""
+"""`p [worker] [-n] [-d] [-e K=V] [--env-file F] [--secret NAME] -- <command>`:
+sync, start, attach (or stream)."""
 
 from __future__ import annotations
 
@@ -32,14 +32,15 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     if not command.strip():
         # A usage error, as for any command line p cannot run.
         raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>", exit_code=2)
-    # Before any connection: a bad env file costs nothing.
-    env = _variables(job_spec)
+    # Before any connection: a bad env file or a missing secret costs nothing.
+    env, secrets = _variables(job_spec)
     cwd = os.getcwd()
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), command=command,
-                       started_at=time.time(), synced=not no_sync, checked_at=time.time(), env=env)
+                       started_at=time.time(), synced=not no_sync, checked_at=time.time(), env=env,
+                       secrets=list(secrets))
     if not no_sync:
         _confirm_sensitive(cwd, worker, assume_yes)
         record.spare = _spare_key(cwd)
@@ -63,7 +64,7 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     try:
         started = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
                                      cols=cols, rows=rows, tty=tty, attach=tty and not detach,
-                                     spare=record.spare, env=env)
+                                     spare=record.spare, env=env, secrets=secrets)
     except AgentRefused:
         store.delete(record.id)  # refused: nothing runs
         raise
@@ -115,9 +116,11 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     return output.exit_status(record)
 
 
-def _variables(job_spec: list[tuple[str, str]]) -> dict[str, str]:
-    """The job's env (`-e`, `--env-file`, later ones overriding)."""
+def _variables(job_spec: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The job's env (`-e`, `--env-file`, later ones overriding) and its
+    secrets (`--secret`: names to values, which go to the worker only)."""
     env: dict[str, str] = {}
+    secret_names: list[str] = []
     for kind, value in job_spec:
         if kind == "env":
             name, equals, text = value.partition("=")
@@ -125,11 +128,19 @@ def _variables(job_spec: list[tuple[str, str]]) -> dict[str, str]:
                 raise PError(f"-e {value!r}: expected NAME=VALUE with NAME a shell variable name "
                              "(letters, digits, _; not starting with a digit)", exit_code=2)
             env[name] = text
-        else:
+        elif kind == "env_file":
             env.update(_read_env_file(value))
+        else:
+            if not ENV_NAME_RE.match(value):
+                raise PError(f"--secret {value!r}: expected the name of an environment variable", exit_code=2)
+            if value not in secret_names:
+                secret_names.append(value)
     if not is_env(env):
         raise PError("a variable's value holds a NUL byte, which no environment can carry", exit_code=2)
-    return env
+    both = [name for name in secret_names if name in env]
+    if both:
+        raise PError(f"{both[0]} is given both as a variable and as a secret; pass it once", exit_code=2)
+    return env, {name: _secret_value(name) for name in secret_names}
 
 
 def _read_env_file(path: str) -> dict[str, str]:
@@ -144,6 +155,23 @@ def _read_env_file(path: str) -> dict[str, str]:
         return parse_env_file(text)
     except EnvFileError as exc:
         raise PError(f"env file {path}, line {exc.line}: {exc.problem}", exit_code=2) from None
+
+
+def _secret_value(name: str) -> str:
+    """``$name`` here, else typed without echo on a terminal. Never printed,
+    stored or put in an argv: it travels in the start request only."""
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        raise PError(f"secret {name} is not set; export {name} first (or run p on a terminal to type it)",
+                     exit_code=2)
+    import getpass
+
+    try:
+        return getpass.getpass(f"p: {name} (secret, not echoed): ")
+    except EOFError:
+        raise PError(f"no value typed for secret {name}", exit_code=2) from None
 
 
 def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool) -> None:
@@ -191,7 +219,9 @@ def _spare_key(cwd: str) -> str:
 def _terminal_size() -> tuple[int, int]:
     try:
         size = os.get_terminal_size(sys.stdout.fileno())
-        return size.columns, size.lines
+        # A terminal nobody sized (a pty made by `script`, an emulator
+        # starting up) says 0x0: the job gets the usual default.
+        return size.columns or 80, size.lines or 24
     except OSError:
         return 80, 24
 
