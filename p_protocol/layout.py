@@ -34,6 +34,9 @@ class JobFile:
     # they are filled in place, then renamed, so a full disk cannot lose the
     # job's end. Their values may be padded with spaces to END_FILE_SIZE.
     PENDING = ".pending"
+    # Left by a job script that could record its end in no way: the one
+    # sign that names the cause (a full disk) rather than guessing it.
+    END_FAILED = "end.failed"
     END_FILES = (ENDED_AT, LOG_END, EXIT_CODE)
 
 

@@ -380,21 +380,24 @@ def test_a_sync_cut_short_by_a_killed_client_leaves_nothing_behind(p1: PClient) 
 def test_left_over_workdirs_go_once_untouched_for_an_hour(tmp_path: Path) -> None:
     jobs = Jobs(Layout(str(tmp_path / ".p")), FakeExecutor())
     jobs.ensure_layout()
-    old, fresh, syncing = (uuid.uuid4().hex for _ in range(3))
-    for job_id in (old, fresh, syncing):
+    orphan, syncing = (uuid.uuid4().hex for _ in range(2))
+    for job_id in (orphan, syncing):
         os.makedirs(os.path.join(jobs.layout.workdir(job_id), "sub"))
     jobs.prepare(syncing, "0123456789abcdef")
     long_ago = time.time() - ORPHAN_AGE - 60
-    for job_id in (old, syncing):
+    for job_id in (orphan, syncing):
+        # rsync -a sets old mtimes: they must not make a workdir look untouched.
         for path in (jobs.layout.workdir(job_id), os.path.join(jobs.layout.workdir(job_id), "sub")):
             os.utime(path, (long_ago, long_ago))
     half_made = Path(jobs.layout.spares_dir, "0123456789abcdef.tmp-12345678")
     half_made.mkdir()
     os.utime(half_made, (long_ago, long_ago))
     jobs.sweep()
-    assert not os.path.exists(jobs.layout.workdir(old))
-    assert os.path.isdir(jobs.layout.workdir(fresh)) and os.path.isdir(jobs.layout.workdir(syncing))
+    assert os.path.isdir(jobs.layout.workdir(orphan)) and os.path.isdir(jobs.layout.workdir(syncing))
     assert not half_made.exists()
+    jobs.sweep(now=time.time() + ORPHAN_AGE + 60)  # an hour on
+    assert not os.path.exists(jobs.layout.workdir(orphan))
+    assert os.path.isdir(jobs.layout.workdir(syncing))
 
 
 def test_a_job_whose_end_cannot_be_recorded_is_lost_with_the_reason(p1: PClient) -> None:

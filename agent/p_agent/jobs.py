@@ -72,12 +72,12 @@ class Jobs:
                 if job_id not in self.syncing and not os.path.exists(self.layout.job_dir(job_id)):
                     rmtree(self.layout.workdir(job_id))
 
-    def sweep(self) -> None:
+    def sweep(self, now: float | None = None) -> None:
         """What a client or an agent that died left behind, untouched for
         ORPHAN_AGE: workdirs no job owns and no sync here fills (another
         version's agent may be syncing into a fresh one), copies of spares
-        no copy here is making."""
-        cutoff = time.time() - ORPHAN_AGE
+        no copy here is making. ``now``: the time to judge by (tests)."""
+        cutoff = (time.time() if now is None else now) - ORPHAN_AGE
         with self.starting:
             orphans = [job_id for job_id in _job_ids(self.layout.workdirs_dir)
                        if job_id not in self.syncing and not os.path.exists(self.layout.job_dir(job_id))]
@@ -333,25 +333,23 @@ def _forget_secrets(job_dir: str) -> None:
 
 
 def _why_lost(job_dir: str) -> str | None:
-    """What kept a lost job's end from being recorded, when it shows: a full
-    disk (its reserved space was no use, e.g. on a copy-on-write filesystem)."""
-    try:
-        info = os.statvfs(job_dir)
-    except OSError:
-        return None
-    if info.f_bavail * info.f_frsize >= END_FILE_SIZE * len(JobFile.END_FILES):
+    """What kept a lost job's end from being recorded, when its script saw
+    it: a full disk (its reserved space was no use, e.g. on a copy-on-write
+    filesystem). A cause is named only when it was observed."""
+    if not os.path.exists(os.path.join(job_dir, JobFile.END_FAILED)):
         return None
     worker = (read_file(os.path.join(job_dir, JobFile.WORKER)) or "").strip() or "the worker"
     return f"disk full on {worker}: its end could not be recorded"
 
 
 def _last_change(directory: str) -> float:
-    """The newest mtime of ``directory`` and the directories in it: a file
-    rsync creates or renames into place changes its directory's."""
+    """The newest ctime of ``directory`` and the directories in it: a file
+    rsync creates or renames into place changes its directory's. Not the
+    mtime, which rsync -a and cp -a set back to the source's."""
     newest = 0.0
     for path, _dirs, _files in os.walk(directory):
         try:
-            newest = max(newest, os.stat(path).st_mtime)
+            newest = max(newest, os.stat(path).st_ctime)
         except OSError:
             pass
     return newest

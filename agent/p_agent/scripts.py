@@ -62,7 +62,8 @@ sock={tmux_socket}
 user_umask=$(umask)
 umask 077
 record() {{
-    printf '%-{pad}s\\n' "$2" 1<>"$job/$1{pending}" && mv -f "$job/$1{pending}" "$job/$1" || echo "$2" > "$job/$1"
+    printf '%-{pad}s\\n' "$2" 1<>"$job/$1{pending}" && mv -f "$job/$1{pending}" "$job/$1" ||
+        echo "$2" > "$job/$1" || : > "$job/{end_failed}"
 }}
 trap : INT
 {start}
@@ -179,6 +180,7 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
         output=JobFile.OUTPUT,
         exitcode=JobFile.EXIT_CODE,
         pending=JobFile.PENDING,
+        end_failed=JobFile.END_FAILED,
         pad=END_FILE_SIZE - 1,
     )
 

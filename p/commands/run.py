@@ -110,7 +110,7 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     store.save(record)
     link.close()
     if record.status == State.LOST.value:
-        if view.get("reason"):
+        if view is not None and view.get("reason"):
             raise PError(f"job {record.short_id} is lost: {view['reason']}", exit_code=255)
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return output.exit_status(record)
