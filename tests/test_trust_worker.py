@@ -88,21 +88,33 @@ def fill(directory: Path) -> None:
     assert "No space left" in probe.stderr, probe.stderr
 
 
+def stream_to_a_full_disk(p1: PClient, jobs: Path, *, reserved_space: bool) -> tuple[int, str]:
+    """A streaming `p -n -- ...` whose job fills the disk under ~/.p/jobs
+    while it runs; without ``reserved_space``, as on a filesystem where the
+    space reserved for the job's end is no use (copy-on-write). Its exit
+    status and stderr."""
+    process = subprocess.Popen([P_BIN, "-n", "--", "echo started; sleep 2; exit 3"], env=p1.env,
+                               cwd=p1.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        if not reserved_space:
+            for reserved in jobs.glob("*/*.pending"):
+                reserved.unlink()
+        fill(jobs)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    return process.returncode, stderr
+
+
 def test_a_job_that_ends_on_a_full_disk_keeps_its_exit_status(p1: PClient) -> None:
     jobs = p1.worker_home("w1") / ".p" / "jobs"
     with small_filesystem(jobs, p1.sshd.workers["w1"].user):
-        process = subprocess.Popen([P_BIN, "-n", "--", "echo started; sleep 2; exit 3"], env=p1.env,
-                                   cwd=p1.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline() == "started\n"
-            fill(jobs)
-            stdout, stderr = process.communicate(timeout=30)
-        finally:
-            process.kill()
-            process.wait()
-        assert process.returncode == 3, stderr
+        code, stderr = stream_to_a_full_disk(p1, jobs, reserved_space=True)
+        assert code == 3, stderr
         (job,) = [path for path in jobs.iterdir() if path.is_dir()]
         assert int((job / "exitcode").read_text()) == 3
         float((job / "ended_at").read_text())
@@ -403,21 +415,8 @@ def test_left_over_workdirs_go_once_untouched_for_an_hour(tmp_path: Path) -> Non
 def test_a_job_whose_end_cannot_be_recorded_is_lost_with_the_reason(p1: PClient) -> None:
     jobs = p1.worker_home("w1") / ".p" / "jobs"
     with small_filesystem(jobs, p1.sshd.workers["w1"].user):
-        process = subprocess.Popen([P_BIN, "-n", "--", "echo started; sleep 2; exit 3"], env=p1.env,
-                                   cwd=p1.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline() == "started\n"
-            # A filesystem where reserved space is no use (copy-on-write),
-            # and full: nothing of the job's end can be written.
-            for reserved in jobs.glob("*/*.pending"):
-                reserved.unlink()
-            fill(jobs)
-            _, stderr = process.communicate(timeout=30)
-        finally:
-            process.kill()
-            process.wait()
-    assert process.returncode == 255
+        # Nothing of the job's end can be written.
+        code, stderr = stream_to_a_full_disk(p1, jobs, reserved_space=False)
+    assert code == 255
     assert stderr.strip().splitlines() == [stderr.strip()] and stderr.startswith("p: job ")
     assert "is lost: disk full on w1" in stderr
