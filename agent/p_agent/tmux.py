@@ -38,6 +38,10 @@ set -g escape-time 10
 """
 
 
+# How often a new session is tried when the server it reached was exiting.
+SERVER_RACES = 3
+
+
 class TmuxError(Exception):
     pass
 
@@ -85,9 +89,19 @@ class Tmux:
         place before the job's first byte, and the job starts sooner.
         """
         target = name  # just created: an exact name
-        self.run("new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd, *argv,
-                 ";", "pipe-pane", "-t", target, capture,
-                 ";", "set-option", "-t", target, "status-left", status_left)
+        for attempt in range(SERVER_RACES):
+            try:
+                self.run("new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows), "-c", cwd, *argv,
+                         ";", "pipe-pane", "-t", target, capture,
+                         ";", "set-option", "-t", target, "status-left", status_left)
+                return
+            except TmuxError as exc:
+                # The server exits with its last session: a client that
+                # reached it just then loses it, and the next one starts a
+                # new server (many short jobs at once make this happen).
+                if "server exited unexpectedly" not in str(exc) or attempt == SERVER_RACES - 1:
+                    raise
+                time.sleep(0.05)
 
     def kill_session(self, name: str) -> None:
         self.run("kill-session", "-t", "=" + name, check=False)
