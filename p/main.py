@@ -1,4 +1,4 @@
-"""Entry point. The run form (`p [worker] [-n] [-d] [-e K=V] -- cmd`) and `p ls` are
+"""Entry point. The run form (`p [worker] [-n] [-d] [-e K=V]... -- cmd`) and `p ls` are
 parsed here without typer, so the commands run most often import nothing
 heavy; every other verb goes to the typer app in `cli`."""
 
@@ -9,13 +9,13 @@ import sys
 import traceback
 
 from .errors import PError
-from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, VERBS
+from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, RUN_VALUE_USAGE, VERBS
 
 
 def parse_run(argv: list[str]) -> dict[str, object] | None:
     """The run form's options, or None when argv is another verb. Flags with
     a value (RUN_VALUE_FLAGS) add ``"job_spec"``: (flag's name, value) pairs
-    in command-line order, which `commands.run` turns into env and secrets."""
+    in command-line order, which `commands.run` turns into the JobSpec."""
     if "--" not in argv:
         return None
     split = argv.index("--")
@@ -31,11 +31,11 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
         elif arg in RUN_VALUE_FLAGS:
             value = next(args, None)  # type: ignore[arg-type]
             if value is None:
-                raise PError(f"{arg} needs a value; usage: p [worker] {_VALUE_USAGE[RUN_VALUE_FLAGS[arg]]} "
+                raise PError(f"{arg} needs a value; usage: p [worker] {RUN_VALUE_USAGE[RUN_VALUE_FLAGS[arg]]} "
                              "-- <command>", exit_code=2)
             spec.append((RUN_VALUE_FLAGS[arg], value))
-        elif arg.startswith("-e") and len(arg) > 2:
-            spec.append(("env", arg[2:]))  # -eK=V, as getopt reads it
+        elif arg[:2] in _SHORT_VALUE_FLAGS and len(arg) > 2:
+            spec.append((RUN_VALUE_FLAGS[arg[:2]], arg[2:]))  # -eK=V, -g2, as getopt reads them
         elif arg in RUN_FLAGS:
             options[RUN_FLAGS[arg]] = True
         elif arg == "--debug":
@@ -52,7 +52,7 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
     return options
 
 
-_VALUE_USAGE = {"env": "-e NAME=VALUE", "env_file": "--env-file FILE", "secret": "--secret NAME"}
+_SHORT_VALUE_FLAGS = {flag for flag in RUN_VALUE_FLAGS if len(flag) == 2}
 
 
 def parse_ls(argv: list[str]) -> dict[str, bool] | None:

@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from p_protocol import JOB_ID_RE, SHORT_ID_LEN, ProtocolError
+from p_protocol.jobspec import FIELD_NAMES as SPEC_NAMES
+from p_protocol.jobspec import JobSpec
 from p_protocol.states import State
-from p_protocol.wire import KINDS, Field, check_fields
+from p_protocol.wire import KINDS, SPEC, Field, check_fields
 
 from . import paths
 from .errors import PError
@@ -44,14 +46,15 @@ INDEX_FORMAT = 2
 QUARANTINE = "quarantine"
 
 # A record's fields, declared as the protocol declares messages (the same
-# kinds and checks): the first four must be there, the rest default.
+# kinds and checks): id, worker, cwd and command must be there, the rest
+# default. The job's spec (p_protocol.jobspec) is kept flat, beside the
+# client's own fields, so a record reads as one object.
 F = Field
-RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"), F("command", "str"),
+RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("status", "str", optional=True), F("exit_code", "int", optional=True, nullable=True),
           F("started_at", "time", optional=True), F("ended_at", "time", optional=True, nullable=True),
           F("synced", "bool", optional=True), F("checked_at", "time", optional=True),
-          F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True),
-          F("secrets", "strs", optional=True))
+          F("spare", "spare", optional=True, nullable=True), *SPEC)
 RECORD_NAMES = frozenset(field.name for field in RECORD)
 
 
@@ -75,16 +78,17 @@ def new_job_id() -> str:
 class JobRecord:
     """One job as the client knows it; a plain class for startup time."""
 
-    FIELDS = tuple(field.name for field in RECORD)
+    FIELDS = tuple(field.name for field in RECORD if field.name not in SPEC_NAMES)
 
-    def __init__(self, id: str, worker: str, cwd: str, command: str, status: str = State.RUNNING.value,
+    def __init__(self, id: str, worker: str, cwd: str, spec: JobSpec, status: str = State.RUNNING.value,
                  exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
-                 synced: bool = True, checked_at: float = 0.0, spare: str | None = None,
-                 env: dict[str, str] | None = None, secrets: list[str] | None = None) -> None:
+                 synced: bool = True, checked_at: float = 0.0, spare: str | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
-        self.command = command
+        # What the job was asked to be; its env keeps names and values, its
+        # secrets only names.
+        self.spec = spec
         self.status = status
         self.exit_code = exit_code
         self.started_at = started_at  # client clock
@@ -94,10 +98,10 @@ class JobRecord:
         self.checked_at = checked_at
         # Names the worker's spare copy of the synced directory (Op.PREPARE).
         self.spare = spare
-        # The job's variables (`-e`, `--env-file`), names and values.
-        self.env = env or {}
-        # The names of its secrets (`--secret`): never their values.
-        self.secrets = secrets or []
+
+    @property
+    def command(self) -> str:
+        return self.spec.command
 
     @property
     def short_id(self) -> str:
@@ -108,7 +112,7 @@ class JobRecord:
         return self.status not in ACTIVE
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return {**{name: getattr(self, name) for name in self.FIELDS}, **self.spec.to_json()}
 
     @classmethod
     def parse(cls, data: Any, where: str) -> JobRecord:
@@ -122,8 +126,10 @@ class JobRecord:
             raise Damaged(where, str(exc).lstrip(": ")) from None
         if checked["status"] is not None and checked["status"] not in STATUSES:
             raise Damaged(where, f"field 'status' must be one of {', '.join(STATUSES)}")
-        return cls(**{name: value for name, value in checked.items()
-                      if value is not None or name in ("exit_code", "ended_at", "spare")})
+        spec_fields = {name: checked.pop(name) for name in SPEC_NAMES}
+        spec = JobSpec(**{name: value for name, value in spec_fields.items() if value is not None})
+        return cls(spec=spec, **{name: value for name, value in checked.items()
+                                 if value is not None or name in ("exit_code", "ended_at", "spare")})
 
     def checked(self) -> JobRecord:
         """Itself, once its values pass the checks a reader applies: nothing

@@ -9,6 +9,16 @@ VERBS = ("ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "doctor
 # The run form's flags: `p [WORKER] [FLAGS] -- COMMAND...`.
 RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
              "-y": "assume_yes", "--yes": "assume_yes"}
-# The run form's flags that take a value (`-e K=V`, `--env=K=V`), repeatable:
-# what they collect, in command-line order (a later -e overrides an earlier one).
-RUN_VALUE_FLAGS = {"-e": "env", "--env": "env", "--env-file": "env_file", "--secret": "secret"}
+# The run form's flags that take a value (`-e K=V`, `--env=K=V`, `-eK=V`):
+# what they set, in command-line order (a later -e overrides an earlier one,
+# a later --timeout replaces an earlier one). p_protocol.jobspec.JobSpec
+# holds what they mean.
+RUN_VALUE_FLAGS = {"-e": "env", "--env": "env", "--env-file": "env_file", "--secret": "secret",
+                   "--timeout": "timeout", "--max-output": "max_output", "-g": "gpus", "--gpus": "gpus",
+                   "--cpus": "cpus", "--mem": "mem", "--nodes": "nodes", "--sbatch-arg": "sbatch_args",
+                   "--pull": "pull"}
+# How each is written, for messages.
+RUN_VALUE_USAGE = {"env": "-e NAME=VALUE", "env_file": "--env-file FILE", "secret": "--secret NAME",
+                   "timeout": "--timeout DURATION", "max_output": "--max-output SIZE", "gpus": "-g N",
+                   "cpus": "--cpus N", "mem": "--mem SIZE", "nodes": "--nodes N",
+                   "sbatch_args": "--sbatch-arg ARG", "pull": "--pull PATH"}

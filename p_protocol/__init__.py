@@ -10,7 +10,8 @@ protocol from its modules:
 * ``layout``: the worker-side state under ``~/.p/`` (``Layout``) and the files
   of a job directory, the truth every engine writes;
 * ``states``: the job states both sides agree on (``State``);
-* ``jobspec``: what a job carries besides its command (env, secrets);
+* ``jobspec``: a job's specification (``JobSpec``: command, env, secrets,
+  limits, resources), what the run form asks and every side keeps;
 * here: the version and the names both sides check (job ids, worker names).
 
 Not the protocol, but shared and stdlib-only for the same reason:
@@ -28,7 +29,7 @@ from __future__ import annotations
 import re
 
 VERSION = "0.1.0"
-PROTOCOL = 7
+PROTOCOL = 8
 
 # A job id is a lowercase hex UUID4 without dashes; anything else from the
 # command line or from a worker is refused before it can reach a path or shell.

@@ -17,6 +17,7 @@ class JobFile:
     memory, so a restarted or upgraded agent sees every job as they say."""
 
     COMMAND = "cmd"
+    SPEC = "spec.json"  # the job's p_protocol.jobspec.JobSpec
     CWD = "cwd"
     WORKER = "worker"
     STARTED_AT = "started_at"

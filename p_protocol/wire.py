@@ -18,7 +18,8 @@ import math
 from enum import Enum
 
 from . import JOB_ID_RE, SPARE_KEY_RE, WORKER_NAME_RE, ProtocolError
-from .jobspec import is_env
+from .jobspec import FIELDS as SPEC_FIELDS
+from .jobspec import REQUIRED, is_env, is_names
 from .states import State
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
@@ -60,11 +61,11 @@ def _is_id(value: object) -> bool:
     return isinstance(value, str) and JOB_ID_RE.match(value) is not None
 
 
-def _is_job(value: object) -> bool:
+def _fits(fields: tuple[Field, ...], value: object) -> bool:
     if not isinstance(value, dict):
         return False
     try:
-        check_fields(JOB, value, "job")
+        check_fields(fields, value, "")
     except ProtocolError:
         return False
     return True
@@ -78,7 +79,9 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "int": ("an integer", _is_int),
     "count": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
     "size": ("an integer from 1 to 10000", lambda v: _is_int(v) and 1 <= v <= 10000),
+    "positive": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
     "seconds": ("a finite number >= 0", lambda v: _is_number(v) and v >= 0),
+    "duration": ("a finite number of seconds > 0", lambda v: _is_number(v) and v > 0),
     "time": ("a finite number", _is_number),
     "id": ("a job id (32 lowercase hex digits)", _is_id),
     "ids": ("a list of job ids", lambda v: isinstance(v, list) and all(_is_id(i) for i in v)),
@@ -86,10 +89,12 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
               and SPARE_KEY_RE.match(v) is not None),
     "worker": ("a worker name", lambda v: isinstance(v, str) and WORKER_NAME_RE.match(v) is not None),
     "env": ("an object of shell variable names to strings", is_env),
+    "names": ("a list of distinct shell variable names", is_names),
+    "spec": ("a job spec", lambda v: _fits(SPEC, v)),
     "state": ("a job state", lambda v: v in {state.value for state in State}),
-    "job": ("a job", _is_job),
+    "job": ("a job", lambda v: _fits(JOB, v)),
     "jobs": ("an object of job ids to jobs or null", lambda v: isinstance(v, dict) and all(
-        _is_id(k) and (j is None or _is_job(j)) for k, j in v.items())),
+        _is_id(k) and (j is None or _fits(JOB, j)) for k, j in v.items())),
 }
 
 
@@ -117,6 +122,9 @@ class Spec:
 
 F = Field
 ID = F("id", "id")
+# A job's specification (p_protocol.jobspec.JobSpec): its fields as declared there.
+SPEC = tuple(F(name, kind, optional=default is not REQUIRED, nullable=default is None)
+             for name, kind, default in SPEC_FIELDS)
 # What an agent says of a job, in every reply that carries one.
 # ``reason``: why a `lost` job's end was not recorded, when the worker knows.
 JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
@@ -127,14 +135,14 @@ SPECS: dict[Op, Spec] = {
                    "who answers: checked before anything else is sent"),
     Op.PREPARE: Spec((ID, F("spare", "spare")), (F("reused", "bool"),),
                      "the job's workdir, from the spare copy of its directory if there is one"),
-    Op.START: Spec((ID, F("command", "str"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
+    Op.START: Spec((ID, F("spec", "spec"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
                     F("rows", "size"), F("tty", "bool"), F("attach", "bool"),
-                    F("spare", "spare", optional=True, nullable=True), F("env", "env", optional=True),
-                    F("secrets", "env", optional=True)),
+                    F("spare", "spare", optional=True, nullable=True), F("secrets", "env", optional=True)),
                    (F("job", "job"), F("argv", "strs", nullable=True)),
-                   "start the job; `tty`: give it a terminal; `attach`: a client is on its way to attach "
-                   "(`argv`, as for `attach`, says how); `spare`: copy the synced workdir for the next job; "
-                   "`env`, `secrets`: variables in the job's environment (see jobspec.py)"),
+                   "start the job as `spec` says (a `spec` object, below); `tty`: give it a terminal; "
+                   "`attach`: a client is on its way to attach (`argv`, as for `attach`, says how); "
+                   "`spare`: copy the synced workdir for the next job; `secrets`: the values of the "
+                   "spec's secrets, which are never stored"),
     Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
     Op.WAIT: Spec((ID,), (F("job", "job", nullable=True),), "reply once the job has ended"),
     Op.LOGS: Spec((ID, F("offset", "count"), F("follow", "bool")), (F("size", "count"),),
@@ -238,7 +246,8 @@ def table() -> str:
         reply = fields(spec.reply) + (", then raw bytes" if spec.streams else "")
         rows.append(f"| `{op.value}` | {fields(spec.request)} | {reply} | {spec.doc} |")
     job = ", ".join(f"`{field}`" for field in JOB)
-    return "\n".join(rows) + f"\n\nA `job` is an object with {job}."
+    spec = ", ".join(f"`{field}`" for field in SPEC)
+    return "\n".join(rows) + f"\n\nA `job` is an object with {job}.\n\nA `spec` is an object with {spec}."
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from p_agent.executor import JobStart
 from p_agent.jobs import Jobs
 from p_agent.server import Agent, _split_marker_start
 
+from p_protocol.jobspec import JobSpec
 from p_protocol.layout import JobFile, Layout
 from p_protocol.wire import Op, check_reply
 
@@ -66,7 +67,7 @@ def jobs(tmp_path: Path) -> Jobs:
 
 def started(jobs: Jobs) -> tuple[str, Path]:
     job_id = uuid.uuid4().hex
-    jobs.start(job_id, "make test", "~/src", "w1", 80, 24, tty=False, expect_client=False)
+    jobs.start(job_id, JobSpec("make test"), "~/src", "w1", 80, 24, tty=False, expect_client=False)
     return job_id, Path(jobs.layout.job_dir(job_id))
 
 

@@ -177,3 +177,16 @@ def test_on_a_terminal_an_unset_secret_is_asked_for(p1: PClient) -> None:
     assert _record(p1, job["id"])["secrets"] == ["P_TEST_TYPED"]
     assert _files_holding(p1.home, value.encode()) == []
     assert _files_holding(p1.worker_home("w1") / ".p", value.encode()) == []
+
+
+def test_a_spec_the_worker_cannot_honour_is_refused_in_one_line(p1: PClient) -> None:
+    for flags, named in ((["--nodes", "2"], "--nodes"), (["--cpus", "4"], "--cpus"),
+                         (["--sbatch-arg", "--qos=low"], "--sbatch-arg")):
+        result = p1("-n", *flags, "--", "true")
+        assert result.returncode != 0
+        assert named in one_line_error(result) and "Slurm" in one_line_error(result)
+    for flags, named in ((["--timeout", "soon"], "--timeout"), (["--max-output", "lots"], "--max-output"),
+                         (["-g", "two"], "-g"), (["--mem", "0"], "--mem")):
+        result = p1("-n", *flags, "--", "true")
+        assert result.returncode == 2 and named in one_line_error(result)
+    assert p1.jobs() == []  # refused: nothing recorded

@@ -17,6 +17,7 @@ from p.output import LogWriter
 from p.ssh import split_connection
 from p.store import JobRecord, Store
 from p_protocol import ProtocolError, checked_job_id
+from p_protocol.jobspec import JobSpec
 
 
 def test_parse_run_form() -> None:
@@ -67,7 +68,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
 
 
 def record(job_id: str, command: str = "make") -> JobRecord:
-    return JobRecord(id=job_id, worker="w", cwd="~", command=command, started_at=1.0)
+    return JobRecord(id=job_id, worker="w", cwd="~", spec=JobSpec(command), started_at=1.0)
 
 
 def test_find_by_prefix_unique_ambiguous_and_missing(store: Store) -> None:
@@ -192,3 +193,35 @@ def test_a_reply_about_another_job_is_refused(tmp_path: Path) -> None:
     finally:
         client.close()
         server.close()
+
+
+def test_a_job_spec_round_trips_and_refuses_what_it_does_not_declare() -> None:
+    from p_protocol.jobspec import parse_duration, parse_size
+
+    spec = JobSpec("make", env={"A": "1"}, secrets=["TOKEN"], timeout=90.0, max_output=10 << 20, gpus=2,
+                   sbatch_args=["--qos=low"])
+    assert JobSpec.parse(json.loads(json.dumps(spec.to_json()))) == spec
+    assert JobSpec.parse({"command": "true"}) == JobSpec("true")
+    assert JobSpec.parse({"command": "true", "timeout": None}).timeout is None
+    for bad, field in (({"command": "x", "timeout": 0}, "timeout"), ({"command": "x", "gpus": -1}, "gpus"),
+                       ({"command": "x", "secrets": ["A", "A"]}, "secrets"), ({"command": "x", "nodes": 1.5}, "nodes"),
+                       ({"command": "x", "extra": 1}, "extra"), ({"env": {}}, "command")):
+        with pytest.raises(ProtocolError, match=field):
+            JobSpec.parse(bad)
+    assert [parse_duration(t) for t in ("90s", "15m", "2h", "1h30m", "45", "1.5m")] == [90, 900, 7200, 5400, 45, 90]
+    assert [parse_size(t) for t in ("10M", "512k", "2G", "4096", "1.5GiB")] == [
+        10 << 20, 512 << 10, 2 << 30, 4096, 3 << 29]
+    for bad in ("", "0s", "10x", "-5m", "h"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    for bad in ("", "0", "10Q", "-1M"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_the_run_form_reads_job_spec_flags_in_order() -> None:
+    options = parse_run(["w1", "-g2", "--timeout", "15m", "--max-output=10M", "-n", "--sbatch-arg", "--qos=x",
+                         "--", "make"])
+    assert options is not None and options["worker"] == "w1" and options["no_sync"]
+    assert options["job_spec"] == [("gpus", "2"), ("timeout", "15m"), ("max_output", "10M"),
+                                   ("sbatch_args", "--qos=x")]

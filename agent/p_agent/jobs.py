@@ -7,6 +7,7 @@ The engine (executor.py) runs the jobs; everything here is the same for any.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Container
 from typing import Any
 
 from p_protocol import JOB_ID_RE, ProtocolError
-from p_protocol.jobspec import env_script
+from p_protocol.jobspec import JobSpec, env_script
 from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 from p_protocol.states import State
 
@@ -115,14 +116,18 @@ class Jobs:
 
     # -- start -------------------------------------------------------------
 
-    def start(self, job_id: str, command: str, cwd: str, worker: str, cols: int, rows: int, *,
-              tty: bool, expect_client: bool, env: dict[str, str] | None = None,
-              secrets: dict[str, str] | None = None) -> dict[str, Any]:
-        """Start the job in a session of its own. ``tty``: the job gets the
-        session's terminal (else no terminal at all, as `ssh host cmd` off
-        one); ``expect_client``: a client is on its way to attach, so the
-        "Job done" screen waits for it even if the job ends first; ``env``
-        and ``secrets``: put in the job's environment (see jobspec.py)."""
+    def start(self, job_id: str, spec: JobSpec, cwd: str, worker: str, cols: int, rows: int, *,
+              tty: bool, expect_client: bool, secrets: dict[str, str] | None = None) -> dict[str, Any]:
+        """Start the job as ``spec`` says, in a session of its own. ``tty``:
+        the job gets the session's terminal (else no terminal at all, as `ssh
+        host cmd` off one); ``expect_client``: a client is on its way to
+        attach, so the "Job done" screen waits for it even if the job ends
+        first; ``secrets``: the values of the spec's secrets (jobspec.py)."""
+        secrets = secrets or {}
+        if sorted(secrets) != sorted(spec.secrets):
+            raise ProtocolError("the secrets' values do not match the names the job spec gives")
+        _refuse_unsupported(spec, self.executor.name)
+        command = spec.command
         with self.starting:
             self.syncing.pop(job_id, None)
             job_dir = self.layout.job_dir(job_id)
@@ -132,14 +137,15 @@ class Jobs:
             os.makedirs(job_dir, mode=0o700)
             # `p -n` syncs nothing: the job still gets its own (empty) workdir.
             os.makedirs(workdir, mode=0o700, exist_ok=True)
-            for name, text in ((JobFile.COMMAND, command), (JobFile.CWD, cwd), (JobFile.WORKER, worker),
+            for name, text in ((JobFile.COMMAND, command), (JobFile.SPEC, json.dumps(spec.to_json())),
+                               (JobFile.CWD, cwd), (JobFile.WORKER, worker),
                                (JobFile.STARTED_AT, f"{time.time():.3f}"), (JobFile.OUTPUT, "")):
                 write_file(os.path.join(job_dir, name), text)
             for name in JobFile.END_FILES:
                 write_file(os.path.join(job_dir, name + JobFile.PENDING), " " * (END_FILE_SIZE - 1) + "\n")
             # Files, not argv or tmux's environment: only this user can read
             # them (0600 in a 0700 directory), and no `ps` shows them.
-            for name, variables in ((JobFile.ENV, env or {}), (JobFile.SECRETS, secrets or {})):
+            for name, variables in ((JobFile.ENV, spec.env), (JobFile.SECRETS, secrets)):
                 if variables:
                     write_file(os.path.join(job_dir, name), env_script(variables))
             try:
@@ -323,6 +329,21 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
         return code, os.stat(path).st_mtime
     except OSError:
         return code, None
+
+
+# What the run form may ask that an engine does not yet honour: refused
+# with the flag's name, never silently ignored.
+_NOT_YET = {"timeout": "--timeout", "max_output": "--max-output", "gpus": "-g"}
+_SLURM_ONLY = {"cpus": "--cpus", "mem": "--mem", "nodes": "--nodes", "sbatch_args": "--sbatch-arg"}
+
+
+def _refuse_unsupported(spec: JobSpec, engine: str) -> None:
+    for name, flag in _NOT_YET.items():
+        if getattr(spec, name):
+            raise ProtocolError(f"this worker's agent cannot honour {flag} yet")
+    for name, flag in _SLURM_ONLY.items():
+        if getattr(spec, name) and engine != "slurm":
+            raise ProtocolError(f"{flag} applies to Slurm workers only; this worker runs jobs with {engine}")
 
 
 def _forget_secrets(job_dir: str) -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any, BinaryIO
 
 from p_protocol import PROTOCOL, VERSION, ProtocolError
+from p_protocol.jobspec import JobSpec
 from p_protocol.layout import Layout
 from p_protocol.wire import SPECS, check_request, decode, encode, error, ok
 
@@ -62,9 +63,9 @@ class Agent:
 
     def on_start(self, request: dict[str, Any]) -> dict[str, Any]:
         job_id = request["id"]
-        job = self.jobs.start(job_id, request["command"], request["cwd"], request["worker"], request["cols"],
-                              request["rows"], tty=request["tty"], expect_client=request["attach"],
-                              env=request["env"], secrets=request["secrets"])
+        job = self.jobs.start(job_id, JobSpec.parse(request["spec"]), request["cwd"], request["worker"],
+                              request["cols"], request["rows"], tty=request["tty"],
+                              expect_client=request["attach"], secrets=request["secrets"])
         if request["spare"] is not None:
             self.jobs.spares.copy_from(request["spare"], self.layout.workdir(job_id), job_id)
         argv = self.jobs.attach_argv(job_id) if request["attach"] else None

@@ -1,5 +1,5 @@
-"""`p [worker] [-n] [-d] [-e K=V] [--env-file F] [--secret NAME] -- <command>`:
-sync, start, attach (or stream)."""
+"""`p [worker] [-n] [-d] [-y] [job spec flags] -- <command>`: sync, start,
+attach (or stream). The job spec flags (p/verbs.py) make a JobSpec."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from p_protocol.jobspec import ENV_NAME_RE, EnvFileError, is_env, parse_env_file
+from p_protocol.jobspec import ENV_NAME_RE, EnvFileError, JobSpec, is_env, parse_duration, parse_env_file, parse_size
 from p_protocol.states import State
 from p_protocol.wire import Op
 
@@ -22,6 +22,7 @@ from ..fsutil import atomic_write
 from ..link import Link
 from ..reconcile import apply
 from ..store import UNKNOWN, JobRecord, Store, new_job_id
+from ..verbs import RUN_VALUE_USAGE
 from .attach import attach_session
 
 
@@ -33,14 +34,13 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
         # A usage error, as for any command line p cannot run.
         raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>", exit_code=2)
     # Before any connection: a bad env file or a missing secret costs nothing.
-    env, secrets = _variables(job_spec)
+    spec, secrets = _job_spec(command, job_spec)
     cwd = os.getcwd()
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
-    record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), command=command,
-                       started_at=time.time(), synced=not no_sync, checked_at=time.time(), env=env,
-                       secrets=list(secrets))
+    record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), spec=spec,
+                       started_at=time.time(), synced=not no_sync, checked_at=time.time())
     if not no_sync:
         _confirm_sensitive(cwd, worker, assume_yes)
         record.spare = _spare_key(cwd)
@@ -62,9 +62,9 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     # terminal attaches to it). Off one, the job gets none, as with ssh.
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        started = link.agent.request(Op.START, id=record.id, command=command, cwd=record.cwd, worker=worker,
-                                     cols=cols, rows=rows, tty=tty, attach=tty and not detach,
-                                     spare=record.spare, env=env, secrets=secrets)
+        started = link.agent.request(Op.START, id=record.id, spec=spec.to_json(), cwd=record.cwd,
+                                     worker=worker, cols=cols, rows=rows, tty=tty, attach=tty and not detach,
+                                     spare=record.spare, secrets=secrets)
     except AgentRefused:
         store.delete(record.id)  # refused: nothing runs
         raise
@@ -116,6 +116,41 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     return output.exit_status(record)
 
 
+def _job_spec(command: str, flags: list[tuple[str, str]]) -> tuple[JobSpec, dict[str, str]]:
+    """The job's spec from the run form's flags, and its secrets' values
+    (which go to the worker only, never into the spec or a record)."""
+    env, secrets = _variables(flags)
+    fields: dict[str, object] = {}
+    for kind, value in flags:
+        try:
+            if kind in _PARSERS:
+                fields[kind] = _PARSERS[kind](value)
+            elif kind in ("sbatch_args", "pull"):
+                fields.setdefault(kind, []).append(value)  # type: ignore[union-attr]
+        except ValueError as exc:
+            raise PError(f"{RUN_VALUE_USAGE[kind].split()[0]}: {exc}", exit_code=2) from None
+    if fields.get("pull"):
+        raise PError("--pull is not available yet; copy results with `p pull ID PATH`", exit_code=2)
+    return JobSpec(command, env=env, secrets=list(secrets), **fields), secrets
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    number = _count(text)
+    if number < 1:
+        raise ValueError(f"{text!r}: must be 1 or more")
+    return number
+
+
+_PARSERS = {"timeout": parse_duration, "max_output": parse_size, "mem": parse_size, "gpus": _count,
+            "cpus": _positive, "nodes": _positive}
+
+
 def _variables(job_spec: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
     """The job's env (`-e`, `--env-file`, later ones overriding) and its
     secrets (`--secret`: names to values, which go to the worker only)."""
@@ -130,7 +165,7 @@ def _variables(job_spec: list[tuple[str, str]]) -> tuple[dict[str, str], dict[st
             env[name] = text
         elif kind == "env_file":
             env.update(_read_env_file(value))
-        else:
+        elif kind == "secret":
             if not ENV_NAME_RE.match(value):
                 raise PError(f"--secret {value!r}: expected the name of an environment variable", exit_code=2)
             if value not in secret_names:
