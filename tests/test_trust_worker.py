@@ -244,7 +244,7 @@ def test_an_agent_of_another_version_keeps_serving_its_jobs(p1: PClient) -> None
     assert ask(other, "hello")["version"] == "0.0.9"
     job = uuid.uuid4().hex
     try:
-        ask(other, "start", id=job, command="sleep 300", cwd="~/elsewhere", worker="w1", cols=80, rows=24,
+        ask(other, "start", id=job, spec={"command": "sleep 300"}, cwd="~/elsewhere", worker="w1", cols=80, rows=24,
             tty=False, attach=False)
         # This client's agent is gone (idle exit), so its next command starts it.
         stop_agent(home)
