@@ -98,26 +98,35 @@ class AgentClient:
         return reply
 
     def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
-        """The job's output from ``offset``; with ``follow`` until it ends.
-
-        A connection of its own (it ends with the stream), so no hello.
-        """
+        """The job's output from ``offset``; with ``follow`` until it ends."""
         lost = PError(f"lost the connection to worker {self.worker}; the job keeps running there, "
                       "`p logs` shows its output once the worker is back", exit_code=LINK_LOST)
+        return self._stream(Op.LOGS, lost, follow, id=job_id, offset=offset, follow=follow)
+
+    def stream_events(self, offset: int, follow: bool) -> Iterator[bytes]:
+        """The worker's event log from byte ``offset``: whole lines, raw (each
+        is untrusted: the reader parses it); with ``follow``, never ending,
+        with an empty line now and then while nothing happens."""
+        lost = PError(f"lost the connection to worker {self.worker}", exit_code=LINK_LOST)
+        return self._stream(Op.EVENTS, lost, follow, offset=offset, follow=follow)
+
+    def _stream(self, op: Op, lost: PError, blocking: bool, /, **fields: Any) -> Iterator[bytes]:
+        """A streaming request's raw bytes, on a connection of its own (it
+        ends with the stream), so no hello."""
         try:
             conn, reader = self._open()
         except AgentGone:
             raise lost from None
         try:
-            conn.settimeout(None if follow else self.timeout * 4)
-            conn.sendall(encode(request(Op.LOGS, id=job_id, offset=offset, follow=follow)))
+            conn.settimeout(None if blocking else self.timeout * 4)
+            conn.sendall(encode(request(op, **fields)))
             header = reader.readline(MAX_LINE + 1)
             if not header:
                 raise lost
             reply = decode(header)
             if reply.get("ok") is not True:
                 raise AgentRefused(f"worker {self.worker}: {_refusal(reply)}")
-            self._checked(Op.LOGS, reply)
+            self._checked(op, reply)
             while True:
                 data = reader.read1(CHUNK)
                 if not data:

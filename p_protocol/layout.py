@@ -84,6 +84,11 @@ class Layout:
         return os.path.join(self.run_dir, f"agent-{version}.pid")
 
     @property
+    def events_log(self) -> str:
+        """One JSON line per job transition, append-only (agent/p_agent/events.py)."""
+        return os.path.join(self.root, "events.jsonl")
+
+    @property
     def tmux_socket(self) -> str:
         return os.path.join(self.run_dir, "tmux.sock")
 

@@ -47,6 +47,7 @@ class Op(str, Enum):
     RESOLVE = "resolve"
     WORKDIRS = "workdirs"
     SCRATCH = "scratch"
+    EVENTS = "events"
 
 
 def _is_int(value: object) -> bool:
@@ -163,6 +164,10 @@ SPECS: dict[Op, Spec] = {
     Op.SCRATCH: Spec((F("path", "str", optional=True, nullable=True),), (F("path", "str"), F("free", "count")),
                      "where workdirs and spares live and the bytes free there; `path`: move them there "
                      "first (refused while jobs run)"),
+    Op.EVENTS: Spec((F("offset", "count"), F("follow", "bool", optional=True)), (F("size", "count"),),
+                    "the worker's event log (`~/.p/events.jsonl`) from byte `offset`: whole JSON lines "
+                    "after the reply; `follow`: then each new one as it comes, never ending (an empty "
+                    "line every 5 s while none does)", streams=True),
 }
 
 

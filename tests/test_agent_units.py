@@ -5,6 +5,7 @@ The end-to-end tests run the real tmux engine on real workers."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import uuid
 from pathlib import Path
@@ -155,3 +156,37 @@ def test_a_pgid_file_naming_a_reused_number_is_not_obeyed(tmp_path: Path) -> Non
         other.kill()
         other.wait()
     assert not _is_jobs_group(other.pid, str(job_dir))
+
+
+def test_the_event_log_streams_whole_lines_from_an_offset(jobs: Jobs, monkeypatch: pytest.MonkeyPatch) -> None:
+    from p_agent import events
+
+    job_id, _ = started(jobs)
+    jobs.stop(job_id, grace=0.05)
+    log = Path(jobs.layout.events_log)
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["event"] for line in lines] == ["submitted", "started", "stopped"]
+    with log.open("ab") as out:
+        out.write(b'{"t":1,"event":"cut')  # a writer died mid-line: held back, never sent
+    agent = Agent(jobs.layout, jobs)
+    for offset, expected in ((0, lines), (len(lines[0]), lines[1:]), (len(lines[0]) + 3, lines[2:])):
+        out = io.BytesIO()
+        agent.dispatch({"op": "events", "offset": offset}, out)
+        header, _, body = out.getvalue().partition(b"\n")
+        assert check_reply(Op.EVENTS, json.loads(header)) == {"size": log.stat().st_size}
+        assert body == b"".join(expected), offset
+    # Following: an empty line while nothing happens; a client that left ends it.
+    monkeypatch.setattr(events, "HEARTBEAT_SECONDS", 0.0)
+
+    class Leaves(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            if data == b"\n":
+                raise BrokenPipeError
+            return super().write(data)
+
+    left = Leaves()
+    agent.dispatch({"op": "events", "offset": 0, "follow": True}, left)
+    assert left.getvalue().endswith(b"".join(lines))
+    with pytest.raises(ValueError):
+        events.line("queued", job_id, note="x" * 5000)

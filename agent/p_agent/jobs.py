@@ -20,7 +20,7 @@ from p_protocol.jobspec import JobSpec, env_script
 from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 from p_protocol.states import State
 
-from . import scratch
+from . import events, scratch
 from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .spares import Spares
@@ -135,6 +135,7 @@ class Jobs:
             if os.path.exists(job_dir):
                 raise ProtocolError(f"job {job_id} exists already")
             os.makedirs(job_dir, mode=0o700)
+            events.append(self.layout, "submitted", job_id)
             # `p -n` syncs nothing: the job still gets its own (empty) workdir.
             os.makedirs(workdir, mode=0o700, exist_ok=True)
             for name, text in ((JobFile.COMMAND, command), (JobFile.SPEC, json.dumps(spec.to_json())),
@@ -148,11 +149,15 @@ class Jobs:
             for name, variables in ((JobFile.ENV, spec.env), (JobFile.SECRETS, secrets)):
                 if variables:
                     write_file(os.path.join(job_dir, name), env_script(variables))
+            # Logged before the engine starts it: a job that ends at once
+            # logs its `ended` after this line, never before.
+            events.append(self.layout, "started", job_id)
             try:
                 self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
                                              expect_client))
-            except BaseException:
+            except BaseException as exc:
                 _forget_secrets(job_dir)  # no job will read them
+                events.append(self.layout, "failed", job_id, error=str(exc)[:400])
                 raise
             return self.view(job_id, {job_id})  # type: ignore[return-value]
 
@@ -218,12 +223,14 @@ class Jobs:
         if self.finished(job_id):
             os.unlink(mark)  # it ended by itself just now: not stopped
             return self.view(job_id)
+        events.append(self.layout, "stopped", job_id, grace=grace)
         for signum, wait_for in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             self.executor.signal(job_id, signum)
             if self._wait_finished(job_id, wait_for):
                 break
         if not self.finished(job_id):
             # Never started, or its script is gone: record the stop ourselves.
+            events.append(self.layout, "ended", job_id, exit_code=128 + signal.SIGTERM)
             fill_in(os.path.join(job_dir, JobFile.EXIT_CODE), f"{128 + signal.SIGTERM}")
         _forget_secrets(job_dir)  # killed before it read them, or its script was
         self.executor.close(job_id)
@@ -257,8 +264,11 @@ class Jobs:
             self.stop(job_id, grace=2.0)
         self.executor.close(job_id)
         self.syncing.pop(job_id, None)
+        existed = os.path.isdir(self.layout.job_dir(job_id))
         for path in (self.layout.workdir(job_id), self.layout.job_dir(job_id)):
             rmtree(path)
+        if existed:
+            events.append(self.layout, "removed", job_id)
         if spare_key is not None:
             self.spares.drop(spare_key)
 
@@ -276,6 +286,7 @@ class Jobs:
                 else:
                     self.executor.close(job_id)  # a "Job done" screen, if any
                     rmtree(self.layout.job_dir(job_id))
+                    events.append(self.layout, "removed", job_id)
                     removed.append(job_id)
             busy = running | set(self.syncing)
         workdirs = [job_id for job_id in _job_ids(self.layout.workdirs_dir) if job_id not in busy]

@@ -46,6 +46,9 @@ from p_protocol.layout import END_FILE_SIZE, JobFile
 #   swallows, so no screen shows it) travels the same way as the job's
 #   output: once it is in output.log, all of the job's output is before it,
 #   and that length goes to `log_end`, so readers leave out marker and banner.
+# - The job's end goes to the worker's event log (events.py) as one short
+#   line of numbers and hex, appended in one write, before `exitcode`: no
+#   client can act on the end (`p rm`) before it is logged.
 # - `ended_at` is kept to the millisecond, the precision of `started_at`, so
 #   the status bar and the client compute the same duration from the same
 #   numbers; `exitcode` is written last, in one small write: once it holds a
@@ -80,6 +83,7 @@ done
 size=$(wc -c < "$job/{output}")
 [ $n -lt 500 ] && size=$((size - {marker_len}))
 record {log_end} "$size"
+printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
 record {exitcode} "$code"
 pane() {{
     tmux -S "$sock" display-message -p -t "$TMUX_PANE" "$1" 2>/dev/null
@@ -159,7 +163,7 @@ def end_marker(job_id: str) -> bytes:
     return f"\033]7777;p-end-{job_id}\007".encode()
 
 
-def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bool,
+def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log: str, *, tty: bool,
            expect_client: bool) -> str:
     start = TTY_START if tty else NO_TTY_START
     return RUN_SH.format(
@@ -173,6 +177,7 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, *, tty: bo
         job_id=job_id,
         job_dir=quote(job_dir),
         tmux_socket=quote(tmux_socket),
+        events_log=quote(events_log),
         expect_client="1" if expect_client else "",
         client_polls=CLIENT_POLLS,
         log_end=JobFile.LOG_END,

@@ -19,6 +19,7 @@ from p_protocol.jobspec import JobSpec
 from p_protocol.layout import Layout
 from p_protocol.wire import SPECS, check_request, decode, encode, error, ok
 
+from . import events
 from .files import ASK_ENGINE_EVERY, poll_intervals
 from .jobs import Jobs
 from .tmux import TmuxError
@@ -108,6 +109,20 @@ class Agent:
     def on_scratch(self, request: dict[str, Any]) -> dict[str, Any]:
         path, free = self.jobs.scratch(request["path"])
         return ok(path=path, free=free)
+
+    def on_events(self, request: dict[str, Any], out: BinaryIO) -> Streamed:
+        try:
+            size = os.path.getsize(self.layout.events_log)
+        except FileNotFoundError:
+            size = 0
+        out.write(encode(ok(size=size)))
+        try:
+            events.stream(self.layout, request["offset"], bool(request["follow"]), out)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left: how a follow ends
+        except OSError as exc:
+            print(f"events: {exc}", file=sys.stderr)  # the stream is raw by now (see _stream_log)
+        return STREAMED
 
     def _stream_log(self, job_id: str, offset: int, follow: bool, out: BinaryIO) -> None:
         path = self.jobs.log_path(job_id)

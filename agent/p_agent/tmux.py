@@ -152,7 +152,8 @@ class TmuxExecutor:
         path = os.path.join
         write_file(path(job.job_dir, "tmux_session"), session)
         write_file(path(job.job_dir, "run.sh"),
-                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket, tty=job.tty,
+                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket,
+                                  self.layout.events_log, tty=job.tty,
                                   expect_client=job.expect_client))
         write_file(path(job.job_dir, "status.sh"), scripts.status_sh(job.job_dir))
         command = job.command
