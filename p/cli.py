@@ -13,7 +13,7 @@ RUN_HELP = """\
 Push a command to a worker and track it as a job.
 
   p [WORKER] [-n|--no-sync] [-d|--detach] [-y|--yes] [-e NAME=VALUE]...
-    [--env-file FILE]... [--secret NAME]... -- COMMAND...
+    [--env-file FILE]... [--secret NAME]... [--pull PATH]... -- COMMAND...
 
 syncs the current directory to WORKER (default: the default worker), runs
 COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
@@ -22,7 +22,8 @@ Off a terminal the job gets no terminal either (stdin is /dev/null, as with
 status. --yes syncs files that look secret (.ssh/, *.pem, .env, id_*)
 without asking. -e and --env-file (dotenv lines) put variables in the
 job's environment; --secret NAME passes $NAME (asked for on a terminal
-when unset) to the job only: in no argv, record or log.
+when unset) to the job only: in no argv, record or log. --pull PATH copies
+PATH from the job's workdir into the current directory when the job ends.
 """
 
 app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,
@@ -58,11 +59,13 @@ def ls_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", "-r", help="ask workers about running jobs now")] = False,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="every job, not only the newest 30")] = False,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help="also the CPU time and peak memory of ended jobs")
+                    ] = False,
 ) -> None:
     """List jobs across all workers: running ones and the newest 30."""
     from .commands.ls import ls
 
-    _done(ls(as_json, refresh, show_all))
+    _done(ls(as_json, refresh, show_all, wide))
 
 
 @app.command()
@@ -83,11 +86,51 @@ def logs(job: JobArg,
 
 
 @app.command()
-def wait(job: JobArg) -> None:
-    """Wait for a job to end; exit with its status."""
+def wait(job: JobArg,
+         pull: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+             "--pull", metavar="PATH", help="copy PATH from the job's workdir into . once it ends (repeatable)")
+         ] = None,
+         ) -> None:
+    """Wait for a job to end; copy back its --pull paths; exit with its status."""
     from .commands.wait import wait as wait_job
 
-    _done(wait_job(job))
+    _done(wait_job(job, pull))
+
+
+@app.command()
+def show(job: JobArg,
+         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (docs/json.md)")] = False,
+         ) -> None:
+    """Everything about one job: command, worker, spec, times, state, resource use, sync, events."""
+    from .commands.show import show as show_job
+
+    _done(show_job(job, as_json))
+
+
+@app.command()
+def events(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+               help="only this job's (an id or a unique prefix of it)")] = None,
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+           ) -> None:
+    """What happened to jobs: submitted, started, ended, stopped, lost, removed, in order."""
+    from .commands.events import events as show_events
+
+    _done(show_events(job, follow, as_json))
+
+
+@app.command()
+def rerun(job: JobArg,
+          same_files: Annotated[bool, typer.Option(
+              "--same-files", help="copy the job's workdir on the worker instead of syncing .")] = False,
+          detach: Annotated[bool, typer.Option("--detach", "-d", help="start it and print its id")] = False,
+          yes: Annotated[bool, typer.Option("--yes", "-y", help="sync files that look secret without asking")
+                         ] = False,
+          ) -> None:
+    """Start a new job with an earlier one's command, worker and spec; syncs the current directory."""
+    from .commands.rerun import rerun as rerun_job
+
+    _done(rerun_job(job, same_files, detach, yes))
 
 
 @app.command()
@@ -156,11 +199,13 @@ def worker_register(
 
 @worker_app.command("ls")
 def worker_ls(check: Annotated[bool, typer.Option("--check", "-c", help="probe each worker over SSH")] = False,
+              as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (docs/json.md)")
+                                 ] = False,
               ) -> None:
     """List registered workers."""
     from .commands.worker import ls as list_workers
 
-    _done(list_workers(check))
+    _done(list_workers(check, as_json))
 
 
 @worker_app.command("set")

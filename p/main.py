@@ -59,8 +59,9 @@ def parse_ls(argv: list[str]) -> dict[str, bool] | None:
     """`p ls` is run often and must be quick: it skips typer too."""
     if not argv or argv[0] != "ls":
         return None
-    flags = {"--json": "as_json", "--refresh": "refresh", "-r": "refresh", "--all": "show_all", "-a": "show_all"}
-    options = {"as_json": False, "refresh": False, "show_all": False}
+    flags = {"--json": "as_json", "--refresh": "refresh", "-r": "refresh", "--all": "show_all", "-a": "show_all",
+             "--wide": "wide", "-w": "wide"}
+    options = {"as_json": False, "refresh": False, "show_all": False, "wide": False}
     for arg in argv[1:]:
         if arg == "--debug":
             continue

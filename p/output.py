@@ -8,7 +8,7 @@ import sys
 from p_protocol.states import State
 
 from .store import JobRecord
-from .table import duration
+from .table import duration, size
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
@@ -32,8 +32,29 @@ def seconds(record: JobRecord, now: float) -> float | None:
 
 
 def job_json(record: JobRecord, now: float) -> dict[str, object]:
-    """A job as every `--json` output shows it (one shape for all verbs)."""
-    return {**record.to_dict(), "short_id": record.short_id, "duration": seconds(record, now)}
+    """A job as every `--json` output shows it (one shape for all verbs,
+    documented in docs/json.md: fields may be added, never changed)."""
+    return {"rusage": None, **record.to_dict(), "short_id": record.short_id, "duration": seconds(record, now)}
+
+
+def rusage(record: JobRecord) -> dict[str, float | int | None] | None:
+    """What the worker measured of the job's processes once it ended (wall,
+    user and system seconds, peak RSS bytes), or None where it did not."""
+    value = record.to_dict().get("rusage")
+    return value if isinstance(value, dict) else None
+
+
+def rusage_cells(record: JobRecord) -> tuple[str, str, str]:
+    """User CPU, system CPU, peak memory, as `p ls --wide` and `p show`
+    print them: `unknown` for what the worker did not measure, `-` while
+    the job runs; never a made-up figure."""
+    if not record.finished:
+        return "-", "-", "-"
+    measured = rusage(record) or {}
+    cpu = tuple(f"{value:.2f}s" if isinstance(value, (int, float)) else "unknown"
+                for value in (measured.get("user"), measured.get("sys")))
+    peak = measured.get("max_rss")
+    return cpu[0], cpu[1], size(peak) if isinstance(peak, int) else "unknown"
 
 
 def status_text(record: JobRecord) -> str:

@@ -32,6 +32,11 @@ def jobs_dir() -> str:
     return os.path.join(data_dir(), "jobs")
 
 
+def events_file() -> str:
+    """The client's event log (p/events.py): one JSON line per transition."""
+    return os.path.join(data_dir(), "events.jsonl")
+
+
 def cache_dir() -> str:
     return os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "p")
 

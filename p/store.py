@@ -28,7 +28,7 @@ from p_protocol.jobspec import JobSpec
 from p_protocol.states import State
 from p_protocol.wire import KINDS, SPEC, Field, check_fields
 
-from . import paths
+from . import events, paths
 from .errors import PError
 from .fsutil import atomic_write, private_open
 
@@ -54,7 +54,12 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("status", "str", optional=True), F("exit_code", "int", optional=True, nullable=True),
           F("started_at", "time", optional=True), F("ended_at", "time", optional=True, nullable=True),
           F("synced", "bool", optional=True), F("checked_at", "time", optional=True),
-          F("spare", "spare", optional=True, nullable=True), *SPEC)
+          F("spare", "spare", optional=True, nullable=True), F("workdir", "str", optional=True, nullable=True),
+          F("sync_files", "count", optional=True, nullable=True),
+          F("sync_bytes", "count", optional=True, nullable=True),
+          F("rerun_of", "id", optional=True, nullable=True), *SPEC)
+# Fields that may hold null (the others take their default when absent).
+NULLABLE = frozenset(field.name for field in RECORD if field.nullable and field.name not in SPEC_NAMES)
 RECORD_NAMES = frozenset(field.name for field in RECORD)
 
 
@@ -82,7 +87,9 @@ class JobRecord:
 
     def __init__(self, id: str, worker: str, cwd: str, spec: JobSpec, status: str = State.RUNNING.value,
                  exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
-                 synced: bool = True, checked_at: float = 0.0, spare: str | None = None) -> None:
+                 synced: bool = True, checked_at: float = 0.0, spare: str | None = None,
+                 workdir: str | None = None, sync_files: int | None = None, sync_bytes: int | None = None,
+                 rerun_of: str | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -98,6 +105,14 @@ class JobRecord:
         self.checked_at = checked_at
         # Names the worker's spare copy of the synced directory (Op.PREPARE).
         self.spare = spare
+        # The job's workdir on the worker, as a path there.
+        self.workdir = workdir
+        # What the sync sent, as rsync counted it: regular files and bytes
+        # over the link (None: not synced, or rsync did not say).
+        self.sync_files = sync_files
+        self.sync_bytes = sync_bytes
+        # The job `p rerun` made this one from.
+        self.rerun_of = rerun_of
 
     @property
     def command(self) -> str:
@@ -129,7 +144,7 @@ class JobRecord:
         spec_fields = {name: checked.pop(name) for name in SPEC_NAMES}
         spec = JobSpec(**{name: value for name, value in spec_fields.items() if value is not None})
         return cls(spec=spec, **{name: value for name, value in checked.items()
-                                 if value is not None or name in ("exit_code", "ended_at", "spare")})
+                                 if value is not None or name in NULLABLE})
 
     def checked(self) -> JobRecord:
         """Itself, once its values pass the checks a reader applies: nothing
@@ -331,11 +346,16 @@ class Store:
             for record in records:
                 path = self.record_path(record.id)
                 atomic_write(path, json.dumps(record.to_dict(), indent=1, allow_nan=False))
+                was = jobs.get(record.id)
                 jobs[record.id] = record
                 self.damaged = [entry for entry in self.damaged if entry[0] != path]
+                event = _transition(None if was is None else was.status, record.status)
+                if event is not None:
+                    events.append(event, record.id, record.worker, record.status, record.exit_code)
             self._write_index(jobs)
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, event: str = "removed") -> None:
+        """The job's record; ``event`` names why in the event log."""
         with self._locked():
             jobs = self._current_index()
             path = self.record_path(job_id)
@@ -343,7 +363,9 @@ class Store:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-            jobs.pop(job_id, None)
+            gone = jobs.pop(job_id, None)
+            if gone is not None:
+                events.append(event, job_id, gone.worker, gone.status, gone.exit_code)
             self.damaged = [entry for entry in self.damaged if entry[0] != path]
             self._write_index(jobs)
 
@@ -399,6 +421,21 @@ class Store:
             more = f" and {len(matches) - 6} more" if len(matches) > 6 else ""
             raise PError(f"job id {prefix!r} is ambiguous: {shown}{more}; type more characters")
         return matches[0]
+
+
+# How a stored status change is named in the event log (p/events.py);
+# any other state is named as it is (stopped, lost, ...).
+_EVENT_OF = {State.RUNNING.value: "started", State.DONE.value: "ended"}
+
+
+def _transition(was: str | None, now: str) -> str | None:
+    """The event a record's status change from ``was`` (None: a new record)
+    to ``now`` is, if any. `unknown` is no news: it only hides a running job."""
+    if was is None:
+        return "submitted"
+    if now == UNKNOWN or now == (State.RUNNING.value if was == UNKNOWN else was):
+        return None
+    return _EVENT_OF.get(now, now)
 
 
 def damaged_line(path: str, problem: str) -> str:

@@ -24,6 +24,9 @@ SENSITIVE_FILTER = ["--exclude=.git/", "--include=*/", "--include=.ssh/**", "--i
 ENV_TEMPLATES = ("example", "sample", "template")
 PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+\d+%")
 TOTAL_RE = re.compile(rb"^Total transferred file size: ([\d,]+)", re.MULTILINE)
+# What a transfer's `--stats` say it sent (rsync 3.1+ says "regular files").
+FILES_SENT_RE = re.compile(rb"^Number of (?:regular )?files transferred: ([\d,]+)", re.MULTILINE)
+BYTES_SENT_RE = re.compile(rb"^Total bytes sent: ([\d,]+)", re.MULTILINE)
 PR_SET_PDEATHSIG = 1  # prctl(2)
 NO_RSYNC = "rsync is not installed here; install it (e.g. `apt install rsync`)"
 
@@ -70,22 +73,33 @@ def _looks_secret(name: str) -> bool:
             or (base.startswith("id_") and "." not in base))
 
 
-def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool) -> None:
+class Sent:
+    """What a transfer sent, by rsync's own count."""
+
+    __slots__ = ("files", "bytes")
+
+    def __init__(self, files: int, sent_bytes: int) -> None:
+        self.files = files  # regular files transferred (not those copied or left alone on the worker)
+        self.bytes = sent_bytes  # bytes over the link, protocol included
+
+
+def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool) -> Sent | None:
     """Copy ``source_dir`` into ``dest_dir`` on the worker.
 
     ``exact``: ``dest_dir`` already holds an older copy (the spare); rsync
     updates it and deletes what the source lacks or ignores. Otherwise
     ``copy_dest`` may name an earlier workdir of the same directory: files
     unchanged there are copied on the worker instead of sent (copies, not
-    hard links, so no job can change another job's files).
+    hard links, so no job can change another job's files). Returns what
+    it sent, if rsync said.
     """
     argv = ["rsync", "-a", "-s", *PUSH_FILTER, "-e", transport.rsync_shell()]
     if exact:
         argv += ["--delete", "--delete-excluded"]
     elif copy_dest is not None:
         argv.append(f"--copy-dest={copy_dest}")
-    _run(transport, argv, [source_dir.rstrip("/") + "/", remote_spec(transport, dest_dir + "/")],
-         f"syncing to {transport.worker.name}")
+    return _run(transport, argv, [source_dir.rstrip("/") + "/", remote_spec(transport, dest_dir + "/")],
+                f"syncing to {transport.worker.name}")
 
 
 def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
@@ -98,13 +112,15 @@ def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
          f"pulling from {transport.worker.name}")
 
 
-def _run(transport: Transport, argv: list[str], paths: list[str], label: str) -> None:
+def _run(transport: Transport, argv: list[str], paths: list[str], label: str) -> Sent | None:
     show = sys.stderr.isatty()
     # A bar needs its total before the transfer, or its speed and ETA can
     # never settle: a dry run says what will be sent.
     total = _bytes_to_send(argv, paths) if show else None
     if show:
         argv = [*argv, "--info=progress2", "--no-inc-recursive"]
+    argv = [*argv, "--stats"]  # printed last, after any progress lines
+    tail = b""
     try:
         process = subprocess.Popen([*argv, "--", *paths], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_dies_with_p())
@@ -115,6 +131,7 @@ def _run(transport: Transport, argv: list[str], paths: list[str], label: str) ->
         with Progress(label, total) as progress:
             pending = b""
             for chunk in iter(lambda: process.stdout.read1(4096), b""):  # type: ignore[union-attr]
+                tail = (tail + chunk)[-8192:]  # the stats are a dozen short lines
                 # rsync redraws its line with \r: only whole lines are numbers.
                 *lines, pending = re.split(rb"[\r\n]", pending + chunk)
                 for line in reversed(lines):
@@ -134,6 +151,10 @@ def _run(transport: Transport, argv: list[str], paths: list[str], label: str) ->
     if code != 0:
         lines = [line for line in stderr.splitlines() if line.strip()]
         raise PError(f"rsync failed (exit {code}) {label}: {lines[-1] if lines else 'no reason given'}")
+    files, sent = FILES_SENT_RE.search(tail), BYTES_SENT_RE.search(tail)
+    if files is None or sent is None:
+        return None
+    return Sent(int(files[1].replace(b",", b"")), int(sent[1].replace(b",", b"")))
 
 
 def _dies_with_p() -> Callable[[], None] | None:

@@ -28,3 +28,19 @@ def duration(seconds: float | None) -> str:
     # 1.9999999 shows as the worker's status bar shows 2.000 (see run.sh).
     total = max(0, int(round(seconds, 3)))
     return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def size(count: int) -> str:
+    """Bytes as people read them: `512 B`, `3 MiB` (rounded down)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count} {unit}"
+        count //= 1024
+    return f"{count} TiB"
+
+
+def clock(moment: float) -> str:
+    """A Unix time as the local date and time, to the second."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))

@@ -5,7 +5,8 @@ together), and a worker may not be named like a verb."""
 
 from __future__ import annotations
 
-VERBS = ("ls", "attach", "logs", "wait", "stop", "pull", "rm", "worker", "doctor", "help")
+VERBS = ("ls", "attach", "logs", "wait", "show", "events", "rerun", "stop", "pull", "rm", "worker", "doctor",
+         "help")
 # The run form's flags: `p [WORKER] [FLAGS] -- COMMAND...`.
 RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
              "-y": "assume_yes", "--yes": "assume_yes"}

@@ -134,8 +134,10 @@ JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended
 SPECS: dict[Op, Spec] = {
     Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),
                    "who answers: checked before anything else is sent"),
-    Op.PREPARE: Spec((ID, F("spare", "spare")), (F("reused", "bool"),),
-                     "the job's workdir, from the spare copy of its directory if there is one"),
+    Op.PREPARE: Spec((ID, F("spare", "spare", optional=True, nullable=True),
+                      F("source", "id", optional=True, nullable=True)), (F("reused", "bool"),),
+                     "the job's workdir, from the spare copy of its directory if there is one; `source`: "
+                     "a copy of that job's workdir instead (`p rerun --same-files`)"),
     Op.START: Spec((ID, F("spec", "spec"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
                     F("rows", "size"), F("tty", "bool"), F("attach", "bool"),
                     F("spare", "spare", optional=True, nullable=True), F("secrets", "env", optional=True)),

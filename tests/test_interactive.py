@@ -225,3 +225,12 @@ def test_attach_works_from_a_terminal_the_worker_does_not_know(screen: Screen) -
     assert "on-a-tty" in shown  # attached runs keep the whole terminal
     screen.keys(window, "x")
     screen.wait_for(window, r"p-exit=0")
+
+
+def test_an_attached_job_brings_its_pull_paths_back_when_it_ends(screen: Screen) -> None:
+    window = screen.start("--pull", "made.txt", "--", "echo made > made.txt; exit 0")
+    screen.wait_for(window, r"--- Job done \[exit 0\]")
+    screen.keys(window, "x")
+    after = screen.wait_for(window, r"p-exit=0")
+    assert "pulled made.txt" in after
+    assert (screen.p.workdir / "made.txt").read_text() == "made\n"

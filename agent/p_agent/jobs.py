@@ -23,7 +23,7 @@ from p_protocol.states import State
 from . import events, scratch
 from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
-from .spares import Spares
+from .spares import Spares, copy_tree
 
 # After the client that prepared a workdir left without starting its job,
 # how long the worker's rsync gets to notice (its ssh channel closes with the
@@ -47,12 +47,30 @@ class Jobs:
         # workdir alone, and it goes if the client leaves without a start.
         self.syncing: dict[str, object] = {}
 
-    def prepare(self, job_id: str, spare_key: str, connection: object = None) -> bool:
+    def prepare(self, job_id: str, spare_key: str | None, connection: object = None,
+                source: str | None = None) -> bool:
         """The job's workdir, ready for the client's sync: the spare copy of
-        its directory when there is one (see spares.py)."""
+        its directory when there is one (see spares.py); with ``source``, a
+        copy of that job's workdir instead, which no sync follows."""
+        workdir = self.layout.workdir(job_id)
         with self.starting:
+            if source is not None and (os.path.lexists(workdir) or os.path.exists(self.layout.job_dir(job_id))):
+                raise ProtocolError(f"job {job_id} exists already")  # cp would copy into it
             self.syncing[job_id] = connection
-            return self.spares.take(spare_key, self.layout.workdir(job_id))
+            if source is None:
+                if spare_key is None:
+                    os.makedirs(workdir, mode=0o700, exist_ok=True)
+                    return False
+                return self.spares.take(spare_key, workdir)
+        # Outside the lock: a big copy must not hold up other jobs' starts.
+        # Until its start, the copy is a sync like any (`clean` leaves it,
+        # a client that leaves takes it along).
+        if not os.path.isdir(self.layout.workdir(source)):
+            raise ProtocolError(f"job {source[:8]}'s workdir is gone from this worker")
+        if not copy_tree(self.layout.workdir(source), workdir):
+            rmtree(workdir)
+            raise ProtocolError(f"could not copy job {source[:8]}'s workdir (is the disk full?)")
+        return True
 
     def abandon(self, connection: object) -> None:
         """``connection`` closed: the workdirs it prepared and started no job

@@ -60,7 +60,8 @@ class Agent:
 
     def on_prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         # A connection is served by a thread of its own, for its whole life.
-        return ok(reused=self.jobs.prepare(request["id"], request["spare"], threading.get_ident()))
+        return ok(reused=self.jobs.prepare(request["id"], request["spare"], threading.get_ident(),
+                                           source=request["source"]))
 
     def on_start(self, request: dict[str, Any]) -> dict[str, Any]:
         job_id = request["id"]

@@ -27,6 +27,13 @@ from p_protocol.layout import Layout
 TMP_MARK = ".tmp-"
 
 
+def copy_tree(source: str, dest: str) -> bool:
+    """``dest`` made a real copy of the directory ``source`` (never hard
+    links: no job may change another's files); False if cp failed."""
+    return subprocess.run(["cp", "-a", source, dest], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
 class Spares:
     def __init__(self, layout: Layout, rmtree: Callable[[str], None]) -> None:
         self.layout = layout
@@ -52,8 +59,7 @@ class Spares:
                     raise
         # The user put workdirs (or spares) on a filesystem of its own: a
         # local copy still beats sending everything again.
-        copied = subprocess.run(["cp", "-a", spare, workdir], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL).returncode == 0
+        copied = copy_tree(spare, workdir)
         self.drop(key)
         if not copied:
             self.rmtree(workdir)

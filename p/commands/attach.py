@@ -11,11 +11,12 @@ from p_protocol.states import State
 from p_protocol.wire import Op
 
 from .. import link as link_module
-from .. import output
+from .. import output, results
 from ..errors import LINK_LOST, PError
 from ..joblink import open_job
 from ..link import Link
 from ..reconcile import query
+from ..results import pull_results
 from ..store import JobRecord, Store
 from .logs import copy_log
 
@@ -44,18 +45,21 @@ def attach_session(link: Link, record: JobRecord, argv: list[str]) -> int:
                        f"`p attach {record.short_id}` returns, `p logs {record.short_id}` shows its output")
             return 0
         if code == NOT_ATTACHED:
-            return show_ended(fresh, record)  # nobody saw its screen
+            return show_ended(fresh, record, pull=True)  # nobody saw its screen
+        output.say(output.summary(record))
+        # It ended while this terminal was on it: its results come back.
+        return results.exit_status(record, pull_results(fresh, record))
     finally:
         fresh.close()
-    output.say(output.summary(record))
-    return output.exit_status(record)
 
 
-def show_ended(link: Link, record: JobRecord) -> int:
-    """A job that ended with nobody looking: its output, then how it ended."""
+def show_ended(link: Link, record: JobRecord, pull: bool = False) -> int:
+    """A job that ended with nobody looking: its output, then how it ended;
+    with ``pull``, its `--pull` paths copied back (it ended while this `p`
+    waited on it)."""
     copy_log(link, record.id, follow=False)
     output.say(output.summary(record))
-    return output.exit_status(record)
+    return results.exit_status(record, not pull or pull_results(link, record))
 
 
 def attach(job: str) -> int:

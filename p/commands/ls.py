@@ -11,12 +11,14 @@ from ..store import UNKNOWN, Store, damaged_line
 from ..table import clip, duration, render
 
 HEADERS = ("ID", "WORKER", "CWD", "COMMAND", "STATUS", "DURATION")
+# --wide: what the worker measured of each ended job (output.rusage_cells).
+WIDE_HEADERS = ("CPU USER", "CPU SYS", "MAX RSS")
 
 # Without --all, `p ls` shows this many of the newest jobs, and every running one.
 SHOWN = 30
 
 
-def ls(as_json: bool, refresh: bool, show_all: bool = False) -> int:
+def ls(as_json: bool, refresh: bool, show_all: bool = False, wide: bool = False) -> int:
     store = Store()
     if show_all:
         records = store.all()
@@ -32,9 +34,10 @@ def ls(as_json: bool, refresh: bool, show_all: bool = False) -> int:
     if as_json:
         print(json.dumps([output.job_json(record, now) for record in records], indent=1))
         return 0
-    print(render(HEADERS, [
+    print(render(HEADERS + WIDE_HEADERS if wide else HEADERS, [
         (record.short_id, record.worker, clip(record.cwd, 30), clip(record.command, 30),
-         output.status_text(record), duration(output.seconds(record, now)))
+         output.status_text(record), duration(output.seconds(record, now)),
+         *(output.rusage_cells(record) if wide else ()))
         for record in records
     ]))
     if total > len(records):

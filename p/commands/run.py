@@ -14,13 +14,14 @@ from p_protocol.jobspec import ENV_NAME_RE, EnvFileError, JobSpec, is_env, parse
 from p_protocol.states import State
 from p_protocol.wire import Op
 
+from .. import events, output, paths, results, sync
 from .. import link as link_module
-from .. import output, paths, sync
 from ..agent_client import AgentRefused
 from ..errors import PError
 from ..fsutil import atomic_write
 from ..link import Link
 from ..reconcile import apply
+from ..results import checked_relative, pull_results
 from ..store import UNKNOWN, JobRecord, Store, new_job_id
 from ..verbs import RUN_VALUE_USAGE
 from .attach import attach_session
@@ -35,19 +36,33 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
         raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>", exit_code=2)
     # Before any connection: a bad env file or a missing secret costs nothing.
     spec, secrets = _job_spec(command, job_spec)
+    return launch(worker_name, spec, secrets, no_sync=no_sync, detach=detach, assume_yes=assume_yes)
+
+
+def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, no_sync: bool, detach: bool,
+           assume_yes: bool, same_files_as: JobRecord | None = None, rerun_of: str | None = None) -> int:
+    """Start a job as ``spec`` says (with its secrets' values) and see it
+    through: sync the current directory (or, ``same_files_as``, copy that
+    job's workdir on the worker), start, then attach, stream or print its
+    id. The run form and `p rerun` both come here."""
     cwd = os.getcwd()
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), spec=spec,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time())
-    if not no_sync:
+    record.workdir, record.rerun_of = link.layout.workdir(record.id), rerun_of
+    if same_files_as is not None:
+        # Its files are that job's, and so is the directory they came from.
+        record.cwd, record.synced = same_files_as.cwd, same_files_as.synced
+        link.agent.request(Op.PREPARE, id=record.id, spare=None, source=same_files_as.id, blocking=True)
+    elif not no_sync:
         _confirm_sensitive(cwd, worker, assume_yes)
         record.spare = _spare_key(cwd)
         reused = link.agent.request(Op.PREPARE, id=record.id, spare=record.spare)["reused"]
         try:
-            sync.push(link.transport, cwd, link.layout.workdir(record.id),
-                      None if reused else _previous_workdir(link, store, record), exact=reused)
+            sent = sync.push(link.transport, cwd, record.workdir,
+                             None if reused else _previous_workdir(link, store, record), exact=reused)
         except BaseException:
             # No job will own this workdir: do not leave it behind.
             try:
@@ -55,6 +70,8 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
             except PError:
                 pass
             raise
+        if sent is not None:
+            record.sync_files, record.sync_bytes = sent.files, sent.bytes
     record.started_at = time.time()  # the job's clock starts after the sync
     store.save(record)  # before the start: a crash from here on leaves a record
     cols, rows = _terminal_size()
@@ -66,13 +83,15 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
                                      worker=worker, cols=cols, rows=rows, tty=tty, attach=tty and not detach,
                                      spare=record.spare, secrets=secrets)
     except AgentRefused:
-        store.delete(record.id)  # refused: nothing runs
+        store.delete(record.id, event="refused")  # nothing runs
         raise
     except PError:
         # No answer: the job may be running. Keep the record for `p ls`.
         record.status = UNKNOWN
         store.save(record)
         raise
+    if started["job"]["state"] == State.RUNNING.value:
+        events.append("started", record.id, worker, State.RUNNING.value)
     if detach:
         print(record.id, flush=True)
         return 0
@@ -108,12 +127,13 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     view = link.agent.request(Op.WAIT, id=record.id, blocking=True)["job"]
     record = apply(record, view)
     store.save(record)
+    pulled = pull_results(link, record)
     link.close()
     if record.status == State.LOST.value:
         if view is not None and view.get("reason"):
             raise PError(f"job {record.short_id} is lost: {view['reason']}", exit_code=255)
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
-    return output.exit_status(record)
+    return results.exit_status(record, pulled)
 
 
 def _job_spec(command: str, flags: list[tuple[str, str]]) -> tuple[JobSpec, dict[str, str]]:
@@ -129,9 +149,15 @@ def _job_spec(command: str, flags: list[tuple[str, str]]) -> tuple[JobSpec, dict
                 fields.setdefault(kind, []).append(value)  # type: ignore[union-attr]
         except ValueError as exc:
             raise PError(f"{RUN_VALUE_USAGE[kind].split()[0]}: {exc}", exit_code=2) from None
-    if fields.get("pull"):
-        raise PError("--pull is not available yet; copy results with `p pull ID PATH`", exit_code=2)
+    fields["pull"] = [_pull_path(path) for path in fields.get("pull", [])]  # type: ignore[union-attr]
     return JobSpec(command, env=env, secrets=list(secrets), **fields), secrets
+
+
+def _pull_path(path: str) -> str:
+    try:
+        return checked_relative(path)
+    except PError as exc:
+        raise PError(f"--pull {path}: {exc.message}", exit_code=2) from None
 
 
 def _count(text: str) -> int:
@@ -175,7 +201,12 @@ def _variables(job_spec: list[tuple[str, str]]) -> tuple[dict[str, str], dict[st
     both = [name for name in secret_names if name in env]
     if both:
         raise PError(f"{both[0]} is given both as a variable and as a secret; pass it once", exit_code=2)
-    return env, {name: _secret_value(name) for name in secret_names}
+    return env, secret_values(secret_names)
+
+
+def secret_values(names: list[str]) -> dict[str, str]:
+    """The values of the secrets ``names``, read now (see _secret_value)."""
+    return {name: _secret_value(name) for name in names}
 
 
 def _read_env_file(path: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`p wait <id>`: block until a job ends; exit with its status."""
+"""`p wait [--pull PATH]... <id>`: block until a job ends; copy its results
+back; exit with its status."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ from p_protocol.wire import Op
 from .. import output
 from ..errors import PError
 from ..joblink import open_job
+from ..results import checked_relative, exit_status, pull_results
 
 
-def wait(job: str) -> int:
+def wait(job: str, pull: list[str] | None = None) -> int:
+    extra = [checked_relative(path) for path in pull or []]  # before waiting, maybe for hours
     with open_job(job) as opened:
         view = opened.link.agent.request(Op.WAIT, id=opened.record.id, blocking=True)["job"]
         record = opened.save(view)
-    if view is None:
-        raise PError(f"worker {record.worker} has no trace of job {record.short_id}", exit_code=255)
-    output.say(output.summary(record))
-    return output.exit_status(record)
+        if view is None:
+            raise PError(f"worker {record.worker} has no trace of job {record.short_id}", exit_code=255)
+        output.say(output.summary(record))
+        pulled = pull_results(opened.link, record, extra)
+    return exit_status(record, pulled)

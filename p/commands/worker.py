@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from p_protocol import VERSION, WORKER_NAME_RE
+from p_protocol import ENGINES, VERSION, WORKER_NAME_RE
 from p_protocol.wire import Op
 
 from .. import config as config_module
@@ -15,7 +16,7 @@ from ..config import Config, Worker
 from ..errors import PError
 from ..ssh import Transport, host_of, split_connection
 from ..store import Store
-from ..table import render
+from ..table import render, size
 from ..verbs import VERBS
 
 CHECK_TIMEOUT = 20.0
@@ -74,46 +75,46 @@ def set_(name: str, scratch: str | None) -> int:
 
 def _say_scratch(name: str, placed: dict[str, object]) -> None:
     output.say(f"p: worker {name} keeps workdirs and spare copies in {placed['path']} "
-               f"({_size(int(str(placed['free'])))} free)")
+               f"({size(int(str(placed['free'])))} free)")
 
 
-def _size(free: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if free < 1024:
-            return f"{free} {unit}"
-        free //= 1024
-    return f"{free} TiB"
-
-
-def ls(check: bool) -> int:
+def ls(check: bool, as_json: bool = False) -> int:
     config = config_module.load()
-    if not config.workers:
+    if not config.workers and not as_json:
         output.say("p: no worker registered; add one with `p worker register user@host`")
         return 0
+    checks: list[dict[str, object] | None] = [None] * len(config.workers)
+    if check and config.workers:
+        with ThreadPoolExecutor(max_workers=min(64, len(config.workers))) as pool:
+            checks = list(pool.map(lambda w: _check(config, w), config.workers))
+    failed = any(result is not None and not result["ok"] for result in checks)
+    if as_json:
+        print(json.dumps([{"name": w.name, "connection": w.connection, "default": w.name == config.default_worker,
+                           "ssh_config": w.ssh_config, "engine": w.engine or ENGINES[0], "check": result}
+                          for w, result in zip(config.workers, checks)], indent=1))
+        return 1 if failed else 0
     headers = ["NAME", "CONNECTION", "DEFAULT"]
     rows = [[w.name, w.connection, "*" if w.name == config.default_worker else ""] for w in config.workers]
     if check:
         headers += ["ARCH", "SCRATCH", "FREE", "STATUS"]
-        with ThreadPoolExecutor(max_workers=min(64, len(config.workers))) as pool:
-            results = list(pool.map(lambda w: _check(config, w), config.workers))
-        for row, result in zip(rows, results):
-            row += result
+        for row, result in zip(rows, checks):
+            assert result is not None
+            free = result["free"]
+            row += [str(result["arch"] or "-"), str(result["scratch"] or "-"),
+                    "-" if not isinstance(free, int) else size(free), str(result["problem"] or "ok")]
     print(render(headers, rows))
-    if check and any(result[-1] != "ok" for result in results):
-        return 1
-    return 0
+    return 1 if failed else 0
 
 
-def _check(config: Config, worker: Worker) -> list[str]:
-    """ARCH, SCRATCH, FREE and STATUS of one worker."""
+def _check(config: Config, worker: Worker) -> dict[str, object]:
+    """What probing the worker found (as `p worker ls --json` shows it)."""
     try:
         transport = Transport(config, worker)
         facts = provision.probe(transport, timeout=CHECK_TIMEOUT, agents=False, space=True)
         provision.check_tools(transport, facts)
     except PError as exc:
-        return ["-", "-", "-", exc.message]
-    free = "-" if facts.free is None else _size(facts.free)
-    return [facts.machine, facts.scratch or "-", free, "ok"]
+        return {"ok": False, "arch": None, "scratch": None, "free": None, "problem": exc.message}
+    return {"ok": True, "arch": facts.machine, "scratch": facts.scratch or None, "free": facts.free, "problem": None}
 
 
 def rm(name: str) -> int:

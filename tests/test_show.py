@@ -1,0 +1,218 @@
+"""What `p` tells about jobs and brings back (issue 9, the client's half):
+`p show`, the JSON schema of every `--json` output, the client's event log
+and `p events`, `p rerun`, `--pull`; end to end on real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+from conftest import P_BIN, PClient
+from helpers import eventually, one_line_error, workdir
+
+from p.schema import markdown, problems
+
+
+def _run_id(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _events(p: PClient, *args: str) -> list[dict[str, object]]:
+    result = p("events", "--json", *args, check=True)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    for line in lines:
+        assert problems(line, "event") == []
+    return lines
+
+
+def test_docs_json_md_is_the_schema() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "json.md").read_text()
+    assert markdown() in doc, "docs/json.md's tables differ: paste `python3 -m p.schema` into it"
+
+
+def test_show_tells_everything_about_a_job_and_every_json_output_keeps_its_schema(p1: PClient) -> None:
+    (p1.workdir / "a.txt").write_text("a\n")
+    (p1.workdir / "sub").mkdir()
+    (p1.workdir / "sub" / "b.txt").write_text("b" * 5000)
+    p1.env["TOKEN"] = "s3cret-value"
+    result = p1("-e", "LEVEL=3", "--secret", "TOKEN", "--", "cat a.txt; exit 3")
+    assert result.returncode == 3, result.stderr
+    (job,) = p1.jobs()
+    shown = json.loads(p1("show", str(job["id"])[:6], "--json", check=True).stdout)
+    assert problems(shown, "show") == []
+    assert shown["command"] == "cat a.txt; exit 3" and shown["worker"] == "w1"
+    assert shown["status"] == "done" and shown["exit_code"] == 3
+    assert shown["env"] == {"LEVEL": "3"} and shown["secrets"] == ["TOKEN"]
+    assert shown["cwd"] == "~/project"
+    assert Path(str(shown["workdir"])) == workdir(p1.worker_home("w1"), str(job["id"]))
+    assert (Path(str(shown["workdir"])) / "sub" / "b.txt").exists()
+    assert shown["sync_files"] == 2 and int(str(shown["sync_bytes"])) > 5000
+    assert shown["rerun_of"] is None
+    assert [event["event"] for event in shown["events"]] == ["submitted", "started", "ended"]  # type: ignore[union-attr]
+    assert shown["events"][-1]["exit_code"] == 3  # type: ignore[index]
+    assert "s3cret-value" not in json.dumps(shown)
+
+    text = p1("show", str(job["id"]), check=True).stdout
+    for line in ("command     cat a.txt; exit 3", "worker      w1", "state       done [3]", "exit status 3",
+                 "env         LEVEL=3", "secrets     TOKEN", "synced      2 file(s) sent"):
+        assert line in text, text
+    assert f"workdir     {shown['workdir']}" in text
+    # No figure is made up: the worker measured nothing the client was told of.
+    if shown["rusage"] is None:
+        assert "max rss     unknown" in text and "cpu user    unknown" in text
+
+    # A job without a sync says so; `p ls --json` holds every job to the schema.
+    assert p1("-n", "--", "true").returncode == 0
+    listed = p1.jobs()
+    assert len(listed) == 2
+    for entry in listed:
+        assert problems(entry, "job") == []
+    unsynced = next(entry for entry in listed if entry["command"] == "true")
+    assert unsynced["synced"] is False and unsynced["sync_files"] is None
+    wide = p1("ls", "--wide", check=True).stdout
+    assert "CPU USER" in wide and "MAX RSS" in wide
+
+    workers = json.loads(p1("worker", "ls", "--json", check=True).stdout)
+    assert [problems(entry, "worker") for entry in workers] == [[]]
+    assert workers[0]["name"] == "w1" and workers[0]["default"] is True and workers[0]["check"] is None
+    checked = json.loads(p1("worker", "ls", "--check", "--json", check=True).stdout)
+    assert [problems(entry, "worker") for entry in checked] == [[]]
+    assert checked[0]["check"]["ok"] is True and checked[0]["check"]["free"] > 0
+
+    assert "no job matches" in one_line_error(p1("show", "ffff"))
+
+
+def test_the_event_log_holds_a_full_lifecycle_and_skips_damaged_lines(p1: PClient) -> None:
+    job = _run_id(p1("-d", "-n", "--", "sleep 60"))
+    assert p1("stop", job, "-t", "1").returncode == 0
+    assert p1("rm", job).returncode == 0
+    assert p1("-n", "--", "exit 4").returncode == 4
+    ended = p1.jobs()[0]["id"]
+    log = _events(p1)
+    assert [(event["id"], event["event"]) for event in log] == [
+        (job, "submitted"), (job, "started"), (job, "stopped"), (job, "removed"),
+        (ended, "submitted"), (ended, "started"), (ended, "ended")]
+    assert log[-1]["exit_code"] == 4 and log[-1]["status"] == "done" and log[-1]["source"] == "client"
+    assert [event["event"] for event in _events(p1, str(ended)[:7])] == ["submitted", "started", "ended"]
+    text = p1("events", check=True).stdout.splitlines()
+    assert len(text) == 7 and "ended [exit 4]" in text[-1] and str(ended)[:8] in text[-1]
+
+    assert "not a job id" in one_line_error(p1("events", "xyz"))
+    assert "no events" in one_line_error(p1("events", "abcdef"))
+
+    path = p1.home / ".local/share/p/events.jsonl"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Lines are untrusted: damaged ones are skipped with one warning.
+    with path.open("a") as out:
+        out.write('not json\n{"time": "soon", "event": "x", "id": "00"}\n[1]\n{"time": NaN}\n')
+    result = p1("events", "--json")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 7
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("p: skipped 4 damaged line(s) of ") and "line 8, 9, 10, 11" in warning
+    # A crash mid-line (no newline yet) costs only that line, once it ends.
+    with path.open("a") as out:
+        out.write('{"time": 1, "event": "half')
+    assert p1("-n", "--", "true").returncode == 0
+    assert [event["event"] for event in _events(p1)][-3:] == ["submitted", "started", "ended"]
+
+
+def test_two_clients_learning_one_end_log_it_once(p1: PClient) -> None:
+    job = _run_id(p1("-d", "-n", "--", "sleep 1"))
+    waiters = [subprocess.Popen([P_BIN, "wait", job], env=p1.env, cwd=p1.workdir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(3)]
+    assert [waiter.wait(timeout=60) for waiter in waiters] == [0, 0, 0]
+    assert [event["event"] for event in _events(p1, job)] == ["submitted", "started", "ended"]
+
+
+def test_events_follow_prints_new_events_as_they_come(p1: PClient) -> None:
+    follower = subprocess.Popen([P_BIN, "events", "--follow", "--json"], env=p1.env, cwd=p1.workdir,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p1("-n", "--", "true").returncode == 0
+        out = b""
+
+        def ended() -> bool:
+            nonlocal out
+            ready, _, _ = select.select([follower.stdout], [], [], 0.2)
+            if ready:
+                out += os.read(follower.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            return out.endswith(b"\n") and json.loads(out.splitlines()[-1])["event"] == "ended"
+
+        eventually(ended)
+        assert [json.loads(line)["event"] for line in out.splitlines()] == ["submitted", "started", "ended"]
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_rerun_starts_the_same_job_again_with_this_directory_or_the_same_files(p1: PClient) -> None:
+    (p1.workdir / "f.txt").write_text("one\n")
+    p1.env["TOKEN"] = "first"
+    command = 'cat f.txt; echo "$LEVEL $TOKEN"; cat runs 2>/dev/null; echo ran >> runs'
+    result = p1("-e", "LEVEL=3", "--secret", "TOKEN", "--", command)
+    assert result.stdout == "one\n3 first\n", result.stderr
+    (first,) = p1.jobs()
+    (p1.workdir / "f.txt").write_text("two, longer\n")  # rsync tells by size and mtime
+    p1.env["TOKEN"] = "second"  # read again: no record holds it
+    result = p1("rerun", str(first["id"])[:8])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "two, longer\n3 second\n"
+    result = p1("rerun", "--same-files", str(first["id"]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "one\n3 second\nran\n"  # the first job's workdir as it left it
+    third, second = p1.jobs()[:2]
+    for job in (second, third):
+        assert job["rerun_of"] == first["id"] and job["worker"] == "w1" and job["command"] == command
+        assert job["env"] == {"LEVEL": "3"} and job["secrets"] == ["TOKEN"]
+    assert third["sync_files"] is None and third["spare"] is None
+    # The first job's files are its own still.
+    assert (workdir(p1.worker_home("w1"), str(first["id"])) / "runs").read_text() == "ran\n"
+    # Files that are gone cannot be reused: one line, no job.
+    shutil.rmtree(workdir(p1.worker_home("w1"), str(second["id"])))
+    message = one_line_error(p1("rerun", "--same-files", str(second["id"])))
+    assert "workdir is gone" in message and "w1" in message
+    assert len(p1.jobs()) == 3
+    assert p1("rm", str(first["id"])).returncode == 0
+    assert "no job matches" in one_line_error(p1("rerun", str(first["id"])))
+
+
+def test_pull_copies_results_back_when_p_sees_the_job_end(p1: PClient, tmp_path: Path) -> None:
+    result = p1("--pull", "out/result.txt", "--pull", "logs", "--",
+                "mkdir -p out logs/deep; echo R > out/result.txt; echo L > logs/deep/l.txt")
+    assert result.returncode == 0, result.stderr
+    assert (p1.workdir / "out" / "result.txt").read_text() == "R\n"
+    assert (p1.workdir / "logs" / "deep" / "l.txt").read_text() == "L\n"
+    assert "pulled out/result.txt" in result.stderr
+    (job,) = p1.jobs()
+    assert job["pull"] == ["out/result.txt", "logs"]
+
+    # A path the job did not make: one line, and a job that succeeded fails.
+    result = p1("-n", "--pull", "missing.txt", "--", "true")
+    assert result.returncode == 1
+    assert "--pull missing.txt" in result.stderr and "does not exist" in result.stderr
+    # Escapes are refused before anything runs.
+    before = len(p1.jobs())
+    for bad in ("../x", "/etc/passwd", "a/../../x"):
+        result = p1("-n", "--pull", bad, "--", "true")
+        assert result.returncode == 2 and "outside the job's workdir" in one_line_error(result)
+    assert len(p1.jobs()) == before
+    # The agent refuses a symlink out of the workdir too.
+    result = p1("-n", "--pull", "link", "--", "ln -s /etc link")
+    assert result.returncode == 1 and "leads outside" in result.stderr
+    assert not (p1.workdir / "link").exists()
+
+    # Detached: `p wait` brings back the job's paths and its own, here.
+    job_id = _run_id(p1("-d", "-n", "--pull", "x.txt", "--", "sleep 1; echo X > x.txt; echo Y > y.txt"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = p1("wait", "--pull", "y.txt", job_id, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "x.txt").read_text() == "X\n" and (elsewhere / "y.txt").read_text() == "Y\n"
+    assert sorted(os.listdir(elsewhere)) == ["x.txt", "y.txt"]
+    assert "outside" in one_line_error(p1("wait", "--pull", "../up", job_id))
