@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from slurm_cluster import SlurmCluster  # noqa: E402
 from sshd_worker import SshdWorkers  # noqa: E402
 
 P_BIN = shutil.which("p") or "p"
@@ -42,7 +43,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdWorkers]:
         "oddarch": _path_without(root / "path-oddarch", "uname", {
             "uname": '#!/bin/sh\nif [ "$1" = -m ]; then echo mips; else /usr/bin/uname "$@"; fi\n'}),
     }
-    workers = SshdWorkers(str(root)).start(["w1", "w2", "notmux", "oddarch"], restricted)
+    # The Slurm login node's user finds the cluster (`slurm` below) by
+    # SLURM_CONF, as every login there sets it: nothing under /etc/slurm.
+    slurm_env = {"SLURM_CONF": SlurmCluster(str(root / "slurm")).conf}
+    workers = SshdWorkers(str(root)).start(["w1", "w2", "notmux", "oddarch", "login"], restricted,
+                                           {"login": slurm_env})
     # A worker whose host key we do not know, one that refuses our key, one down.
     workers.add_alias("stranger", user=workers.workers["w1"].user, known_hosts=str(root / "empty_known_hosts"))
     (root / "empty_known_hosts").write_text("")
@@ -55,6 +60,17 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdWorkers]:
     yield workers
     workers.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm(sshd: SshdWorkers) -> Iterator[SlurmCluster]:
+    """A real single-node Slurm cluster, started once for the tests that
+    ask for it; sshd's worker ``login`` is its login node."""
+    cluster = SlurmCluster(os.path.join(sshd.root, "slurm"))
+    os.makedirs(cluster.root, mode=0o755)
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 class PClient:

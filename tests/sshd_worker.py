@@ -175,8 +175,10 @@ class SshdWorkers:
         ours = owner == os.getuid() and f" -f {self.sshd_config} " in f" {cmdline} "
         return pid if ours else None
 
-    def start(self, names: list[str], restricted: dict[str, str] | None = None) -> SshdWorkers:
-        """``restricted`` maps a worker name to a PATH its sessions get."""
+    def start(self, names: list[str], restricted: dict[str, str] | None = None,
+              environment: dict[str, dict[str, str]] | None = None) -> SshdWorkers:
+        """``restricted`` maps a worker name to a PATH its sessions get,
+        ``environment`` to other variables they get."""
         private_dir(self.root)
         host_key = os.path.join(self.root, "host_key")
         host_pub = keygen(host_key)
@@ -198,9 +200,13 @@ class SshdWorkers:
                 entry = pwd.getpwuid(os.getuid())
                 user, home = entry.pw_name, entry.pw_dir
             self.workers[name] = WorkerSpec(name, user, home)
+        settings = {name: {"PATH": path} for name, path in (restricted or {}).items()}
+        for name, variables in (environment or {}).items():
+            settings.setdefault(name, {}).update(variables)
         matches = ""
-        for name, path in (restricted or {}).items():
-            matches += f"\nMatch User {self.workers[name].user}\n    SetEnv PATH={path}\n"
+        for name, variables in settings.items():
+            pairs = " ".join(f"{key}={value}" for key, value in variables.items())
+            matches += f"\nMatch User {self.workers[name].user}\n    SetEnv {pairs}\n"
         config = self.sshd_config
         with open(config, "w") as out:
             out.write(f"""\
