@@ -190,11 +190,31 @@ def worker_register(
     default: Annotated[bool, typer.Option("--default", help="make it the default worker")] = False,
     scratch: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--scratch", help="keep its workdirs and spare copies under this directory on the worker")] = None,
+    slurm: Annotated[bool, typer.Option("--slurm", help="a Slurm login node: jobs go to the cluster via sbatch")
+                     ] = False,
+    partition: Annotated[Optional[str], typer.Option(help="(--slurm) the partition of its jobs")] = None,  # noqa: UP045
+    account: Annotated[Optional[str], typer.Option(help="(--slurm) the account its jobs are charged to")  # noqa: UP045
+                       ] = None,
+    sbatch_arg: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--sbatch-arg", help="(--slurm) an sbatch option for every job, e.g. --sbatch-arg=--qos=high")] = None,
+    workdir_root: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--workdir-root", help="(--slurm) a shared filesystem the compute nodes see, for the workdirs "
+        "(as --scratch)")] = None,
 ) -> None:
     """Register a worker: check it, detect its arch, install the agent."""
     from .commands.worker import register
+    from .errors import PError
 
-    _done(register(connection, name, ssh_config, default, scratch))
+    if not slurm and (partition or account or sbatch_arg or workdir_root):
+        raise PError("--partition, --account, --sbatch-arg and --workdir-root need --slurm", exit_code=2)
+    if scratch is not None and workdir_root is not None:
+        raise PError("--scratch and --workdir-root name the same place; give one", exit_code=2)
+    settings = None
+    if slurm:
+        from .config import Worker
+
+        settings = Worker("", "", partition=partition, account=account, sbatch_args=sbatch_arg or [])
+    _done(register(connection, name, ssh_config, default, scratch or workdir_root, settings))
 
 
 @worker_app.command("ls")

@@ -11,6 +11,7 @@ import json
 import os
 
 from p_protocol import ENGINES, WORKER_NAME_RE
+from p_protocol.jobspec import SLURM_NAME_RE, sbatch_arg_problem
 
 from . import paths
 from .errors import PError
@@ -28,7 +29,9 @@ CONFIG_ERROR = 2
 # a tenth of its time.
 class Worker:
     def __init__(self, name: str, connection: str, ssh_config: str | None = None,
-                 ssh_options: list[str] | None = None, engine: str | None = None) -> None:
+                 ssh_options: list[str] | None = None, engine: str | None = None,
+                 partition: str | None = None, account: str | None = None,
+                 sbatch_args: list[str] | None = None) -> None:
         self.name = name
         self.connection = connection
         # Handed to ssh and rsync as `-F`: OpenSSH reads ~/.ssh/config from the
@@ -37,10 +40,24 @@ class Worker:
         self.ssh_options = ssh_options or []
         # What runs its jobs (p_protocol.ENGINES); None: the first, tmux.
         self.engine = engine
+        # A Slurm worker's own sbatch options, ahead of each job's.
+        self.partition = partition
+        self.account = account
+        self.sbatch_args = sbatch_args or []
+
+    def sbatch_options(self) -> list[str]:
+        """What every job on this (Slurm) worker passes to sbatch first; a
+        job's own --sbatch-arg comes later, and sbatch takes the last."""
+        options = [f"--partition={self.partition}"] if self.partition else []
+        options += [f"--account={self.account}"] if self.account else []
+        return options + self.sbatch_args
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "connection": self.connection, "ssh_config": self.ssh_config,
+        data = {"name": self.name, "connection": self.connection, "ssh_config": self.ssh_config,
                 "ssh_options": self.ssh_options, "engine": self.engine}
+        if self.engine == "slurm":
+            data.update(partition=self.partition, account=self.account, sbatch_args=self.sbatch_args)
+        return data
 
 
 class Config:
@@ -185,8 +202,21 @@ def _from_dict(data: Any, path: str) -> Config:
         engine = _opt_str(entry, "engine", bad, where)
         if engine is not None and engine not in ENGINES:
             raise bad(f"{where}: key 'engine' must be one of {', '.join(ENGINES)}")
+        slurm: dict[str, Any] = {}
+        for key in ("partition", "account"):
+            value = _opt_str(entry, key, bad, where)
+            if value is not None and not SLURM_NAME_RE.match(value):
+                raise bad(f"{where}: key {key!r} ({value!r}) is not a Slurm {key} name")
+            slurm[key] = value
+        slurm["sbatch_args"] = _str_list(entry, "sbatch_args", bad, where)
+        for arg in slurm["sbatch_args"]:
+            problem = sbatch_arg_problem(arg)
+            if problem:
+                raise bad(f"{where}: key 'sbatch_args': {problem}")
+        if engine != "slurm" and (slurm["partition"] or slurm["account"] or slurm["sbatch_args"]):
+            raise bad(f"{where}: partition, account and sbatch_args need 'engine: slurm'")
         workers.append(Worker(name, connection, _opt_str(entry, "ssh_config", bad, where),
-                              _str_list(entry, "ssh_options", bad, where), engine))
+                              _str_list(entry, "ssh_options", bad, where), engine, **slurm))
     default = data.get("default_worker")
     if default is not None and not isinstance(default, str):
         raise bad("key 'default_worker' must be a worker name")

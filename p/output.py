@@ -62,6 +62,8 @@ def status_text(record: JobRecord) -> str:
         return f"done [{record.exit_code}]"
     if record.status == State.STOPPED.value:
         return "stopped"
+    if record.status in (State.QUEUED.value, State.LOST.value) and record.reason:
+        return f"{record.status} ({record.reason})"
     return record.status
 
 
@@ -75,7 +77,8 @@ def exit_status(record: JobRecord) -> int:
 def summary(record: JobRecord) -> str:
     took = duration((record.ended_at or record.started_at) - record.started_at)
     if record.status == State.LOST.value:
-        return f"p: job {record.short_id} on {record.worker} is lost: the worker has no exit status for it"
+        why = record.reason or "the worker has no exit status for it"
+        return f"p: job {record.short_id} on {record.worker} is lost: {why}"
     code = "" if record.exit_code is None else f" [exit {record.exit_code}]"
     return f"p: job {record.short_id} {record.status}{code} after {took} on {record.worker}"
 

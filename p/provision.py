@@ -24,10 +24,14 @@ FACTS_SH = """\
 echo "os=$(uname -s)"
 echo "machine=$(uname -m)"
 echo "home=$HOME"
-for tool in tmux rsync python3; do
+for tool in tmux rsync python3 {slurm_tools}; do
     if command -v "$tool" >/dev/null 2>&1; then echo "has_$tool=1"; else echo "has_$tool=0"; fi
 done
 """
+
+# What a Slurm login node needs besides (agent/p_agent/slurm.py).
+SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol")
+FACTS_SH = FACTS_SH.replace("{slurm_tools}", " ".join(SLURM_TOOLS))
 
 # Where the workdirs are (the worker's scratch space, see agent/p_agent/scratch.py)
 # and the space left there, in KiB: for `worker ls --check`.
@@ -149,6 +153,7 @@ class WorkerFacts:
     running: bool
     scratch: str | None = None  # where the workdirs are
     free: int | None = None  # bytes free there
+    missing_slurm: tuple[str, ...] = ()  # of SLURM_TOOLS
 
 
 def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True, space: bool = False) -> WorkerFacts:
@@ -181,6 +186,7 @@ def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True, s
         running=facts.get("running") == "1",
         scratch=facts.get("scratch") or None,
         free=int(facts["free_kib"]) * 1024 if facts.get("free_kib", "").isdigit() else None,
+        missing_slurm=tuple(tool for tool in SLURM_TOOLS if facts.get(f"has_{tool}") != "1"),
     )
 
 

@@ -43,6 +43,12 @@ JOB: Table = (
     ("sync_bytes", "integer", "not synced, or rsync did not say", "bytes the sync sent over the link"),
     ("spare", "string", "not synced", "names the worker's spare copy of the synced directory"),
     ("rerun_of", "string", "not made by `p rerun`", "the id of the job `p rerun` made it from"),
+    ("reason", "string", "mostly", "why it is `queued` (Slurm's reason: `Resources`, `Priority`) or `lost`, "
+     "when the worker knows"),
+    ("engine_id", "string", "on workers that run jobs themselves (tmux)", "its id in the engine that "
+     "scheduled it: the Slurm job id"),
+    ("node_list", "string", "until the engine placed it, and on tmux workers", "the node(s) Slurm gave it "
+     "(Slurm's NodeList)"),
     ("rusage", "rusage", "while it runs, or when the worker could not measure it",
      "what its processes used, measured by the worker once it ended"),
     ("env", "env", None, "its variables (`-e`, `--env-file`): names to values"),
@@ -80,7 +86,7 @@ WORKER: Table = (
     ("connection", "string", None, "`user@host`, `user@host:port` or an ssh config alias"),
     ("default", "boolean", None, "whether it is the default worker"),
     ("ssh_config", "string", "none set for it", "the ssh config file used for it"),
-    ("engine", "string", None, "what runs its jobs (`tmux`)"),
+    ("engine", "string", None, "what runs its jobs (`tmux` or `slurm`)"),
     ("check", "check", "without `--check`", "what probing it found"),
 )
 CHECK: Table = (

@@ -41,7 +41,7 @@ ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
 # while; it may have ended unseen. Agents send only p_protocol.states.
 UNKNOWN = "unknown"
 STATUSES = (*(state.value for state in State), UNKNOWN)
-ACTIVE = (State.RUNNING.value, UNKNOWN)
+ACTIVE = (State.QUEUED.value, State.RUNNING.value, UNKNOWN)
 INDEX_FORMAT = 2
 QUARANTINE = "quarantine"
 
@@ -57,7 +57,9 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("spare", "spare", optional=True, nullable=True), F("workdir", "str", optional=True, nullable=True),
           F("sync_files", "count", optional=True, nullable=True),
           F("sync_bytes", "count", optional=True, nullable=True),
-          F("rerun_of", "id", optional=True, nullable=True), *SPEC)
+          F("rerun_of", "id", optional=True, nullable=True), F("reason", "str", optional=True, nullable=True),
+          F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True),
+          *SPEC)
 # Fields that may hold null (the others take their default when absent).
 NULLABLE = frozenset(field.name for field in RECORD if field.nullable and field.name not in SPEC_NAMES)
 RECORD_NAMES = frozenset(field.name for field in RECORD)
@@ -89,7 +91,8 @@ class JobRecord:
                  exit_code: int | None = None, started_at: float = 0.0, ended_at: float | None = None,
                  synced: bool = True, checked_at: float = 0.0, spare: str | None = None,
                  workdir: str | None = None, sync_files: int | None = None, sync_bytes: int | None = None,
-                 rerun_of: str | None = None) -> None:
+                 rerun_of: str | None = None, reason: str | None = None,
+                 engine_id: str | None = None, node_list: str | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -113,6 +116,11 @@ class JobRecord:
         self.sync_bytes = sync_bytes
         # The job `p rerun` made this one from.
         self.rerun_of = rerun_of
+        # Why it is queued or lost, as the worker said; its id in a
+        # scheduling engine (Slurm's job id) and the node(s) it got there.
+        self.reason = reason
+        self.engine_id = engine_id
+        self.node_list = node_list
 
     @property
     def command(self) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 VERSION = "0.1.0"
-PROTOCOL = 10
+PROTOCOL = 11
 
 # A job id is a lowercase hex UUID4 without dashes; anything else from the
 # command line or from a worker is refused before it can reach a path or shell.
@@ -41,7 +41,7 @@ WORKER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SPARE_KEY_RE = re.compile(r"^[0-9a-f]{16}$")
 # What may run a worker's jobs (agent/p_agent/executor.py); a worker's config
 # names one, the first by default, and the agent is started with it.
-ENGINES = ("tmux",)
+ENGINES = ("tmux", "slurm")
 
 
 class ProtocolError(Exception):

@@ -202,3 +202,17 @@ def _value(text: str, number: int) -> str:
 
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:39] + "…")
+
+
+# A Slurm partition or account name, as `p worker register --slurm` keeps it.
+SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+
+
+def sbatch_arg_problem(arg: str) -> str | None:
+    """Why ``arg`` cannot go to sbatch as one word, or None. Options only:
+    a word without a dash would be taken for the batch script."""
+    if not arg.startswith("-") or arg in ("-", "--"):
+        return f"{arg!r} is not an sbatch option (write --sbatch-arg=--option=value)"
+    if any(not char.isprintable() for char in arg):
+        return f"{arg!r}: an sbatch option must be one line of printable text"
+    return None

@@ -39,6 +39,12 @@ class JobFile:
     # sign that names the cause (a full disk) rather than guessing it.
     END_FAILED = "end.failed"
     END_FILES = (ENDED_AT, LOG_END, EXIT_CODE)
+    # Engines that hand the job to a scheduler (Slurm): its id there, the
+    # node(s) it got, and how the scheduler ended it when the job's own
+    # script could not say (`TIMEOUT`, `CANCELLED`, `NODE_FAIL <nodes>`...).
+    ENGINE_ID = "engine_id"
+    NODE_LIST = "node_list"
+    ENGINE_END = "engine_end"
 
 
 END_FILE_SIZE = 32

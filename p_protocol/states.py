@@ -10,11 +10,13 @@ from enum import Enum
 
 
 class State(str, Enum):
+    QUEUED = "queued"  # waiting for its engine to run it (Slurm: PENDING, with the reason)
     RUNNING = "running"
     DONE = "done"  # exited by itself; exit code recorded
-    STOPPED = "stopped"  # ended by `p stop`
-    LOST = "lost"  # the worker has no trace of it (wiped ~/.p, other host)
+    STOPPED = "stopped"  # ended by `p stop` (or cancelled in its engine)
+    TIMEOUT = "timeout"  # ended by its time limit
+    LOST = "lost"  # the worker has no trace of it (wiped ~/.p, other host, a failed node)
 
     @property
     def finished(self) -> bool:
-        return self is not State.RUNNING
+        return self not in (State.QUEUED, State.RUNNING)

@@ -127,9 +127,12 @@ ID = F("id", "id")
 SPEC = tuple(F(name, kind, optional=default is not REQUIRED, nullable=default is None)
              for name, kind, default in SPEC_FIELDS)
 # What an agent says of a job, in every reply that carries one.
-# ``reason``: why a `lost` job's end was not recorded, when the worker knows.
+# ``reason``: why a `queued` job waits, or why a `lost` job's end was not
+# recorded, when the worker knows; ``engine_id``, ``node_list``: the job's id in
+# its engine and where it runs, for engines that schedule (Slurm).
 JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
-       F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "str", optional=True, nullable=True))
+       F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "str", optional=True, nullable=True),
+       F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True))
 
 SPECS: dict[Op, Spec] = {
     Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),

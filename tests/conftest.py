@@ -20,12 +20,13 @@ from sshd_worker import SshdWorkers  # noqa: E402
 P_BIN = shutil.which("p") or "p"
 
 
-def _path_without(root: Path, missing: str, extra: dict[str, str] | None = None) -> str:
+def _path_without(root: Path, missing: str | tuple[str, ...], extra: dict[str, str] | None = None) -> str:
     """A PATH directory with every /usr/bin tool but ``missing``."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     for entry in Path("/usr/bin").iterdir():
-        if entry.name != missing and not (root / entry.name).exists():
+        if entry.name not in (missing if isinstance(missing, tuple) else (missing,)) \
+                and not (root / entry.name).exists():
             (root / entry.name).symlink_to(entry)
     for name, text in (extra or {}).items():
         (root / name).write_text(text)
@@ -40,13 +41,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdWorkers]:
     root.mkdir(mode=0o755)
     restricted = {
         "notmux": _path_without(root / "path-notmux", "tmux"),
+        "noslurm": _path_without(root / "path-noslurm", ("sbatch", "squeue")),
         "oddarch": _path_without(root / "path-oddarch", "uname", {
             "uname": '#!/bin/sh\nif [ "$1" = -m ]; then echo mips; else /usr/bin/uname "$@"; fi\n'}),
     }
     # The Slurm login node's user finds the cluster (`slurm` below) by
     # SLURM_CONF, as every login there sets it: nothing under /etc/slurm.
     slurm_env = {"SLURM_CONF": SlurmCluster(str(root / "slurm")).conf}
-    workers = SshdWorkers(str(root)).start(["w1", "w2", "notmux", "oddarch", "login"], restricted,
+    workers = SshdWorkers(str(root)).start(["w1", "w2", "notmux", "oddarch", "noslurm", "login"], restricted,
                                            {"login": slurm_env})
     # A worker whose host key we do not know, one that refuses our key, one down.
     workers.add_alias("stranger", user=workers.workers["w1"].user, known_hosts=str(root / "empty_known_hosts"))

@@ -8,10 +8,11 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Container
 from pathlib import Path
 
 import pytest
-from p_agent.executor import JobStart
+from p_agent.executor import JobStart, Verdict
 from p_agent.jobs import Jobs
 from p_agent.server import Agent, _split_marker_start
 
@@ -43,6 +44,9 @@ class FakeExecutor:
 
     def alive(self) -> set[str]:
         return set(self.held)
+
+    def verdict(self, job_id: str, alive: Container[str]) -> Verdict:
+        return Verdict(None)
 
     def signal(self, job_id: str, signum: int) -> None:
         self.signals.append((job_id, signum))
@@ -190,3 +194,26 @@ def test_the_event_log_streams_whole_lines_from_an_offset(jobs: Jobs, monkeypatc
     assert left.getvalue().endswith(b"".join(lines))
     with pytest.raises(ValueError):
         events.line("queued", job_id, note="x" * 5000)
+
+
+def test_squeue_lines_become_checked_values() -> None:
+    from p_agent.slurm import SlurmJob, parse_squeue
+
+    text = ("12|PENDING|p-1a2b3c4d||Resources\n"
+            "13|RUNNING|some|odd|name|node[1-2]|None\n"
+            "garbage line\n"
+            "x|RUNNING|p-x|n1|None\n"
+            "14|TIMEOUT|p-9f|n3|TimeLimit\x1b[31m\n")
+    assert parse_squeue(text) == {"12": SlurmJob("PENDING", None, "Resources"),
+                                  "13": SlurmJob("RUNNING", "node[1-2]", None),
+                                  "14": SlurmJob("TIMEOUT", "n3", "TimeLimit[31m")}
+
+
+def test_sbatch_resources_from_the_job_spec() -> None:
+    from p_agent.slurm import sbatch_resources
+
+    from p_protocol.jobspec import JobSpec
+
+    spec = JobSpec("true", gpus=2, cpus=4, mem=(1 << 30) + 1, nodes=3, timeout=61.0)
+    assert sbatch_resources(spec) == ["--gpus=2", "--cpus-per-task=4", "--mem=1025M", "--nodes=3", "--time=2"]
+    assert sbatch_resources(JobSpec("true")) == []

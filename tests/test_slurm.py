@@ -4,10 +4,38 @@ login node one of the tests' sshd workers, `p` run as a subprocess."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 
-from helpers import eventually
+import pytest
+from conftest import PClient
+from helpers import eventually, one_line_error
 from slurm_cluster import SlurmCluster
 from sshd_worker import SshdWorkers
+from test_interactive import Screen
+
+
+@pytest.fixture
+def ps(p: PClient, slurm: SlurmCluster) -> Iterator[PClient]:
+    """A client with the cluster registered as worker `cluster` (the default)."""
+    p.register("login", "--slurm", "-n", "cluster", check=True)
+    yield p
+    # The cluster is shared by the whole session: leave it empty.
+    for record in p.jobs():
+        if record["status"] in ("queued", "running", "unknown"):
+            p("stop", str(record["id"]))
+
+
+def record(p: PClient, job_id: str) -> dict[str, object]:
+    return next(job for job in p.jobs() if job["id"] == job_id)
+
+
+def refreshed(p: PClient, job_id: str) -> dict[str, object]:
+    p("ls", "--refresh", check=True)
+    return record(p, job_id)
+
+
+def detached(p: PClient, *args: str) -> str:
+    return p("-d", *args, check=True).stdout.strip()
 
 
 def test_cluster_runs_a_login_users_batch_job(slurm: SlurmCluster, sshd: SshdWorkers) -> None:
@@ -22,3 +50,89 @@ def test_cluster_runs_a_login_users_batch_job(slurm: SlurmCluster, sshd: SshdWor
         return shown if "JobState=FAILED" in shown else ""
 
     assert "ExitCode=3:0" in str(eventually(state, timeout=30))
+
+
+def test_submit_with_sync_streams_and_exits_with_the_jobs_status(ps: PClient, slurm: SlurmCluster) -> None:
+    (ps.workdir / "data.txt").write_text("synced\n")
+    result = ps("--", "cat data.txt; echo in $SLURM_JOB_ID; exit 3", timeout=120)
+    assert result.returncode == 3, result
+    [job] = ps.jobs()
+    assert job["status"] == "done" and job["exit_code"] == 3
+    assert result.stdout.splitlines() == ["synced", f"in {job['engine_id']}"]
+    assert job["node_list"] == slurm.node
+    # A client that starts afresh (no master, no cache) sees the same.
+    ps.close_masters()
+    assert refreshed(ps, str(job["id"]))["status"] == "done"
+
+
+def test_queued_behind_a_job_holding_every_cpu_then_stopped(ps: PClient, slurm: SlurmCluster) -> None:
+    holder = detached(ps, "--cpus", str(slurm.cpus), "--", "sleep 120")
+    eventually(lambda: refreshed(ps, holder)["status"] == "running", timeout=30)
+    waiter = detached(ps, "-n", "--", "echo ran")
+    # Slurm gives the reason once its scheduler has looked at the job.
+    job = eventually(lambda: (job := refreshed(ps, waiter))["reason"] and job, timeout=30)
+    assert job["status"] == "queued" and job["reason"] in ("Resources", "Priority"), job
+    listing = ps("ls", check=True).stdout
+    assert f"queued ({job['reason']})" in listing
+    assert ps("stop", holder, timeout=60).returncode == 0
+    assert record(ps, holder)["status"] == "stopped"
+    assert ps("wait", waiter, timeout=60).returncode == 0
+    assert ps("logs", waiter, check=True).stdout == "ran\n"
+
+
+def test_stop_a_queued_job(ps: PClient, slurm: SlurmCluster) -> None:
+    holder = detached(ps, "-n", "--cpus", str(slurm.cpus), "--", "sleep 120")
+    waiter = detached(ps, "-n", "--cpus", str(slurm.cpus), "--", "echo never")
+    eventually(lambda: refreshed(ps, waiter)["status"] == "queued", timeout=30)
+    assert ps("stop", waiter, timeout=30).returncode == 0
+    assert record(ps, waiter)["status"] == "stopped"
+    assert ps("stop", holder, timeout=60).returncode == 0
+
+
+def test_timeout_ends_the_job_as_timeout(ps: PClient) -> None:
+    job_id = detached(ps, "-n", "--timeout", "2s", "--", "echo started; sleep 100")
+    ps("wait", job_id, timeout=60)
+    job = record(ps, job_id)
+    assert job["status"] == "timeout", job
+    assert job["sbatch_args"] == [] and job["timeout"] == 2.0
+    assert ps("logs", job_id, check=True).stdout.startswith("started")
+
+
+def test_logs_follow_pull_and_isolated_workdirs(ps: PClient) -> None:
+    (ps.workdir / "in.txt").write_text("one\n")
+    first = detached(ps, "--", "cat in.txt > out.txt; echo a; sleep 1; echo b")
+    (ps.workdir / "in.txt").write_text("second\n")  # another size: rsync's quick check
+    second = detached(ps, "--", "cat in.txt > out.txt")
+    followed = ps("logs", "-f", first, timeout=60)
+    assert followed.stdout == "a\nb\n"
+    ps("wait", second, timeout=60)
+    for job_id, text in ((first, "one\n"), (second, "second\n")):
+        target = ps.home / f"out-{job_id}.txt"
+        assert ps("pull", job_id, "out.txt", str(target), timeout=60).returncode == 0
+        assert target.read_text() == text
+
+
+def test_attach_goes_through_srun_overlap(ps: PClient) -> None:
+    screen = Screen(ps)
+    try:
+        window = screen.start("--", "echo hello-from-node; sleep 4; exit 5")
+        shown = screen.wait_for(window, r"\[running\] 0:00:0\d", timeout=60)
+        assert "hello-from-node" in shown
+        screen.wait_for(window, r"--- Job done \[exit 5\]", timeout=60)
+        screen.keys(window, "x")
+        screen.wait_for(window, r"p-exit=5", timeout=30)
+    finally:
+        screen.close()
+
+
+def test_sbatch_settings_are_checked_and_passed(p: PClient, slurm: SlurmCluster) -> None:
+    line = one_line_error(p.register("login", "--slurm", "-n", "bad", "--sbatch-arg", "script.sh"))
+    assert "not an sbatch option" in line
+    p.register("login", "--slurm", "-n", "cluster", "--partition", "nosuch", check=True)
+    refused = p("-n", "--", "true", timeout=60)
+    assert "sbatch refused the job" in one_line_error(refused) and "partition" in refused.stderr.lower()
+
+
+def test_register_names_missing_slurm_tools(p: PClient, slurm: SlurmCluster) -> None:
+    line = one_line_error(p.register("noslurm", "--slurm", "-n", "nocluster"))
+    assert "sbatch" in line and "squeue" in line

@@ -15,7 +15,13 @@ from collections.abc import Container
 from typing import NamedTuple, Protocol
 
 from p_protocol import ENGINES
+from p_protocol.jobspec import JobSpec
 from p_protocol.layout import Layout
+from p_protocol.states import State
+
+
+class EngineError(Exception):
+    """An engine could not do what was asked; its text goes to the client."""
 
 
 class JobStart(NamedTuple):
@@ -33,6 +39,17 @@ class JobStart(NamedTuple):
     rows: int
     tty: bool  # give the job a terminal (else none, as `ssh host cmd`)
     expect_client: bool  # a client is on its way to attach
+    spec: JobSpec  # its resources and limits, for engines that schedule
+
+
+class Verdict(NamedTuple):
+    """What an engine knows of a job beyond its files: that it waits
+    (queued, and why), or how the engine ended it; and where it is."""
+
+    state: State | None  # None: as the job's files say
+    reason: str | None = None
+    engine_id: str | None = None  # the job's id in the engine (Slurm's job id)
+    node_list: str | None = None  # where it runs (Slurm's NodeList)
 
 
 class Executor(Protocol):
@@ -47,6 +64,10 @@ class Executor(Protocol):
     def alive(self) -> Container[str]:
         """The job ids the engine still holds (running, or showing a
         terminal someone may attach to); empty when it holds none."""
+
+    def verdict(self, job_id: str, alive: Container[str]) -> Verdict:
+        """What the engine adds to the job's files (``alive``: what
+        ``alive()`` returned, so one look serves every job)."""
 
     def signal(self, job_id: str, signum: int) -> None:
         """Send ``signum`` to every process of the job, if it runs."""
@@ -68,4 +89,8 @@ def make(engine: str, layout: Layout) -> Executor:
         from .tmux import TmuxExecutor
 
         return TmuxExecutor(layout)
+    if engine == "slurm":
+        from .slurm import SlurmExecutor
+
+        return SlurmExecutor(layout)
     raise ValueError(f"unknown engine {engine!r} (this agent has {', '.join(ENGINES)})")

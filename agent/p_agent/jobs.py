@@ -122,7 +122,7 @@ class Jobs:
             with self.starting:
                 alive = self.executor.alive()
                 running = [job_id for job_id in _job_ids(self.layout.jobs_dir)
-                           if (job := self.view(job_id, alive)) is not None and job["state"] == State.RUNNING.value]
+                           if (job := self.view(job_id, alive)) is not None and _active(job)]
                 if running or self.syncing:
                     raise ProtocolError(f"{len(running) + len(self.syncing)} job(s) run or are being synced "
                                         "there; set the scratch space once they have ended")
@@ -172,7 +172,7 @@ class Jobs:
             events.append(self.layout, "started", job_id)
             try:
                 self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
-                                             expect_client))
+                                             expect_client, spec))
             except BaseException as exc:
                 _forget_secrets(job_dir)  # no job will read them
                 events.append(self.layout, "failed", job_id, error=str(exc)[:400])
@@ -186,12 +186,18 @@ class Jobs:
         job_dir = self.layout.job_dir(job_id)
         if not os.path.isdir(job_dir):
             return None
-        held = job_id in (self.executor.alive() if alive is None else alive)
+        alive = self.executor.alive() if alive is None else alive
+        held = job_id in alive
+        verdict = self.executor.verdict(job_id, alive)
         started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
         exit_code, ended_at = _exit_status(job_dir)
         if exit_code is not None:
             stopped = os.path.exists(os.path.join(job_dir, JobFile.STOPPED))
             state = State.STOPPED if stopped else State.DONE
+            if not stopped and verdict.state is not None and verdict.state.finished:
+                state = verdict.state  # the engine ended it (a time limit, a failed node)
+        elif verdict.state is State.QUEUED:
+            state, ended_at = State.QUEUED, None
         elif held:
             state, ended_at = State.RUNNING, None
         else:
@@ -200,8 +206,10 @@ class Jobs:
             state, ended_at = State.LOST, None
         view = {"id": job_id, "state": state.value, "started_at": started_at, "ended_at": ended_at,
                 "exit_code": exit_code, "attachable": held}
-        if state == State.LOST:
-            view["reason"] = _why_lost(job_dir)
+        if state in (State.QUEUED, State.LOST, State.TIMEOUT):
+            view["reason"] = verdict.reason or (_why_lost(job_dir) if state is State.LOST else None)
+        if verdict.engine_id is not None:
+            view.update(engine_id=verdict.engine_id, node_list=verdict.node_list)
         return view
 
     def views(self, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -219,7 +227,7 @@ class Jobs:
         if not ask_engine:
             return False
         job = self.view(job_id)
-        return job is None or job["state"] != State.RUNNING.value
+        return job is None or not _active(job)
 
     def wait(self, job_id: str) -> dict[str, Any] | None:
         """Block until the job has an exit code or is lost."""
@@ -233,7 +241,7 @@ class Jobs:
 
     def stop(self, job_id: str, grace: float) -> dict[str, Any] | None:
         job = self.view(job_id)
-        if job is None or job["state"] != State.RUNNING.value:
+        if job is None or not _active(job):
             return job
         job_dir = self.layout.job_dir(job_id)
         mark = os.path.join(job_dir, JobFile.STOPPED)
@@ -276,7 +284,7 @@ class Jobs:
         """The job's session, directory and workdir; with ``spare_key``, also
         that directory's spare copy (its last job is gone)."""
         job = self.view(job_id)
-        if job is not None and job["state"] == State.RUNNING.value:
+        if job is not None and _active(job):
             if not force:
                 raise ProtocolError("the job is running; stop it first or force")
             self.stop(job_id, grace=2.0)
@@ -299,7 +307,7 @@ class Jobs:
             alive = self.executor.alive()
             for job_id in _job_ids(self.layout.jobs_dir):
                 job = self.view(job_id, alive)
-                if job is not None and job["state"] == State.RUNNING.value:
+                if job is not None and _active(job):
                     running.add(job_id)
                 else:
                     self.executor.close(job_id)  # a "Job done" screen, if any
@@ -366,13 +374,23 @@ _NOT_YET = {"timeout": "--timeout", "max_output": "--max-output", "gpus": "-g"}
 _SLURM_ONLY = {"cpus": "--cpus", "mem": "--mem", "nodes": "--nodes", "sbatch_args": "--sbatch-arg"}
 
 
+# What the Slurm engine honours of those (slurm.py): sbatch's --time and
+# --gpus, and its batch script's own watch of the exact timeout.
+_SLURM_HONOURS = {"timeout", "gpus"}
+
+
 def _refuse_unsupported(spec: JobSpec, engine: str) -> None:
     for name, flag in _NOT_YET.items():
-        if getattr(spec, name):
+        if getattr(spec, name) and not (engine == "slurm" and name in _SLURM_HONOURS):
             raise ProtocolError(f"this worker's agent cannot honour {flag} yet")
     for name, flag in _SLURM_ONLY.items():
         if getattr(spec, name) and engine != "slurm":
             raise ProtocolError(f"{flag} applies to Slurm workers only; this worker runs jobs with {engine}")
+
+
+def _active(job: dict[str, Any]) -> bool:
+    """Queued or running: its end is still to come."""
+    return not State(job["state"]).finished
 
 
 def _forget_secrets(job_dir: str) -> None:

@@ -8,6 +8,7 @@ Everything here must work with a plain POSIX ``sh`` (dash, busybox).
 
 from __future__ import annotations
 
+import re
 from shlex import quote
 
 from p_protocol.layout import END_FILE_SIZE, JobFile
@@ -64,10 +65,7 @@ job={job_dir}
 sock={tmux_socket}
 user_umask=$(umask)
 umask 077
-record() {{
-    printf '%-{pad}s\\n' "$2" 1<>"$job/$1{pending}" && mv -f "$job/$1{pending}" "$job/$1" ||
-        echo "$2" > "$job/$1" || : > "$job/{end_failed}"
-}}
+{record_fn}
 trap : INT
 {start}
 rm -f "$job/{secrets}"
@@ -104,9 +102,16 @@ while attached; do
 done
 """
 
+# Writes end file $1 as $2 over its reserved space (needs $job).
+RECORD_FN = """\
+record() {{
+    printf '%-{pad}s\\n' "$2" 1<>"$job/$1{pending}" && mv -f "$job/$1{pending}" "$job/$1" ||
+        echo "$2" > "$job/$1" || : > "$job/{end_failed}"
+}}"""
+
 TTY_START = """\
 set -m
-sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; {load_env}cd "$2" || exit 1; exec "$3" -c "$4"' p-job \\
+sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; {load_env}cd "$2" || exit 1; exec {launcher}"$3" -c "$4"' p-job \\
     "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask"
 code=$?"""
 
@@ -118,7 +123,7 @@ rm -f "$job/output.fifo"
 detach=setsid
 command -v setsid >/dev/null 2>&1 || {{ detach=; set -m; }}
 $detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE
-    {load_env}cd "$2" || exit 1; exec "$3" -c "$4"' \\
+    {load_env}cd "$2" || exit 1; exec {launcher}"$3" -c "$4"' \\
     p-job "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask" </dev/null >&3 2>&3 3>&-
 code=$?"""
 
@@ -163,12 +168,26 @@ def end_marker(job_id: str) -> bytes:
     return f"\033]7777;p-end-{job_id}\007".encode()
 
 
+_TAME_WORD = re.compile(r"^[A-Za-z0-9_=.,/+-]+$")
+
+
+def record_fn() -> str:
+    return RECORD_FN.format(pad=END_FILE_SIZE - 1, pending=JobFile.PENDING, end_failed=JobFile.END_FAILED)
+
+
 def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log: str, *, tty: bool,
-           expect_client: bool) -> str:
+           expect_client: bool, launcher: list[str] | None = None) -> str:
+    """``launcher``: words that run the job's shell (Slurm's ``srun`` on
+    several nodes); they land inside a single-quoted `sh -c`, so only tame
+    words are taken."""
+    if not all(_TAME_WORD.match(word) for word in launcher or []):
+        raise ValueError(f"launcher words must be plain: {launcher!r}")
     start = TTY_START if tty else NO_TTY_START
     return RUN_SH.format(
+        record_fn=record_fn(),
         start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
-                           load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS)),
+                           load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS),
+                           launcher="".join(word + " " for word in launcher or [])),
         secrets=JobFile.SECRETS,
         marker_to="" if tty else " >&3; exec 3>&-",
         marker_printf=f"\\033]7777;p-end-{job_id}\\007",
@@ -184,9 +203,6 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
         ended_at=JobFile.ENDED_AT,
         output=JobFile.OUTPUT,
         exitcode=JobFile.EXIT_CODE,
-        pending=JobFile.PENDING,
-        end_failed=JobFile.END_FAILED,
-        pad=END_FILE_SIZE - 1,
     )
 
 

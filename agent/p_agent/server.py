@@ -20,9 +20,9 @@ from p_protocol.layout import Layout
 from p_protocol.wire import SPECS, check_request, decode, encode, error, ok
 
 from . import events
+from .executor import EngineError
 from .files import ASK_ENGINE_EVERY, poll_intervals
 from .jobs import Jobs
-from .tmux import TmuxError
 
 CHUNK = 64 * 1024
 # With no client and no running job for this long, the agent exits; the
@@ -136,7 +136,7 @@ class Agent:
             out.write(encode(ok(size=size)))
             try:
                 self._copy_log(job_id, log, offset, follow, out)
-            except (OSError, ProtocolError, TmuxError) as exc:
+            except (OSError, ProtocolError, EngineError) as exc:
                 # The reply is raw bytes by now: an error line would read as
                 # job output. Closing the connection says "stream broken".
                 print(f"logs of {job_id}: {exc}", file=sys.stderr)
@@ -199,7 +199,7 @@ class Handler(socketserver.StreamRequestHandler):
             for line in self.rfile:
                 try:
                     reply = agent.dispatch(decode(line), self.wfile)
-                except (ProtocolError, TmuxError, OSError, ValueError, TypeError) as exc:
+                except (ProtocolError, EngineError, OSError, ValueError, TypeError) as exc:
                     reply = error(str(exc))
                 if isinstance(reply, Streamed):
                     return

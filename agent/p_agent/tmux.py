@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Container
 from shlex import quote
 
 from p_protocol import SHORT_ID_LEN, checked_job_id
 from p_protocol.layout import JobFile, Layout
 
 from . import scripts
-from .executor import JobStart
+from .executor import EngineError, JobStart, Verdict
 from .files import parse_float, poll_intervals, read_file, write_file
 
 COMMAND_IN_STATUS = 40
@@ -38,11 +39,12 @@ set -g escape-time 10
 """
 
 
+NO_VERDICT = Verdict(None)
 # How often a new session is tried when the server it reached was exiting.
 SERVER_RACES = 3
 
 
-class TmuxError(Exception):
+class TmuxError(EngineError):
     pass
 
 
@@ -155,18 +157,15 @@ class TmuxExecutor:
                    scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket,
                                   self.layout.events_log, tty=job.tty,
                                   expect_client=job.expect_client))
-        write_file(path(job.job_dir, "status.sh"), scripts.status_sh(job.job_dir))
-        command = job.command
-        shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
-        shown = " ".join(shown.split())
-        status_cmd = "sh " + quote(path(job.job_dir, "status.sh"))
-        status_left = f"{session} {job.worker} {escape_format(shown)} #({escape_format(status_cmd)}) "
         self.tmux.new_session(session, max(job.cols, 20), max(job.rows, 5), job.workdir,
-                              ["sh", path(job.job_dir, "run.sh")], status_left,
+                              ["sh", path(job.job_dir, "run.sh")], status_left(job, session),
                               "exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT)))
 
     def alive(self) -> _Sessions:
         return _Sessions(self.tmux.sessions(), self.layout)
+
+    def verdict(self, job_id: str, alive: Container[str]) -> Verdict:
+        return NO_VERDICT  # a job here runs at once, and only its script ends it
 
     def signal(self, job_id: str, signum: int) -> None:
         job_dir = self.layout.job_dir(job_id)
@@ -246,6 +245,17 @@ def _started(pid: int) -> float | None:
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def status_left(job: JobStart, session: str) -> str:
+    """The status bar's left side (``p-<id> <worker> <command> [running]
+    0:02:14``); writes the job's status.sh, which ticks the last part."""
+    write_file(os.path.join(job.job_dir, "status.sh"), scripts.status_sh(job.job_dir))
+    command = job.command
+    shown = command if len(command) <= COMMAND_IN_STATUS else command[: COMMAND_IN_STATUS - 1] + "…"
+    shown = " ".join(shown.split())
+    status_cmd = "sh " + quote(os.path.join(job.job_dir, "status.sh"))
+    return f"{session} {job.worker} {escape_format(shown)} #({escape_format(status_cmd)}) "
 
 
 def escape_format(text: str) -> str:

@@ -10,7 +10,16 @@ import socket
 import sys
 import time
 
-from p_protocol.jobspec import ENV_NAME_RE, EnvFileError, JobSpec, is_env, parse_duration, parse_env_file, parse_size
+from p_protocol.jobspec import (
+    ENV_NAME_RE,
+    EnvFileError,
+    JobSpec,
+    is_env,
+    parse_duration,
+    parse_env_file,
+    parse_size,
+    sbatch_arg_problem,
+)
 from p_protocol.states import State
 from p_protocol.wire import Op
 
@@ -49,6 +58,8 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
+    if link.worker.engine == "slurm":
+        spec.sbatch_args = link.worker.sbatch_options() + spec.sbatch_args
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), spec=spec,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time())
     record.workdir, record.rerun_of = link.layout.workdir(record.id), rerun_of
@@ -149,6 +160,10 @@ def _job_spec(command: str, flags: list[tuple[str, str]]) -> tuple[JobSpec, dict
                 fields.setdefault(kind, []).append(value)  # type: ignore[union-attr]
         except ValueError as exc:
             raise PError(f"{RUN_VALUE_USAGE[kind].split()[0]}: {exc}", exit_code=2) from None
+    for arg in fields.get("sbatch_args", []):  # type: ignore[union-attr]
+        problem = sbatch_arg_problem(str(arg))
+        if problem:
+            raise PError(f"--sbatch-arg: {problem}", exit_code=2)
     fields["pull"] = [_pull_path(path) for path in fields.get("pull", [])]  # type: ignore[union-attr]
     return JobSpec(command, env=env, secrets=list(secrets), **fields), secrets
 

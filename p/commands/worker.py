@@ -7,6 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from p_protocol import ENGINES, VERSION, WORKER_NAME_RE
+from p_protocol.jobspec import SLURM_NAME_RE, sbatch_arg_problem
 from p_protocol.wire import Op
 
 from .. import config as config_module
@@ -23,7 +24,9 @@ CHECK_TIMEOUT = 20.0
 
 
 def register(connection: str, name: str | None, ssh_config: str | None, make_default: bool,
-             scratch: str | None = None) -> int:
+             scratch: str | None = None, slurm: Worker | None = None) -> int:
+    """``slurm``: a Slurm login node, with the settings of its jobs (a
+    Worker with only those set)."""
     split_connection(connection)  # refuses what is not an SSH target
     name = name or host_of(connection)
     if not WORKER_NAME_RE.match(name):
@@ -39,12 +42,22 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
         if not os.path.isfile(ssh_config):
             raise PError(f"ssh config file {ssh_config} does not exist")
     worker = Worker(name, connection, ssh_config)
+    if slurm is not None:
+        _slurm_settings(slurm)
+        worker = Worker(name, connection, ssh_config, engine="slurm", partition=slurm.partition,
+                        account=slurm.account, sbatch_args=slurm.sbatch_args)
     config.workers.append(worker)
     transport = Transport(config, worker)
     transport.ensure_master()
     facts = provision.probe(transport)
+    if slurm is not None and facts.missing_slurm:
+        raise PError(f"{connection} lacks {', '.join(facts.missing_slurm)} on PATH, so it is no Slurm login "
+                     "node for p; install Slurm's client there, or make its login shell find them")
     agent = link_module.connect_cold(transport, facts)
     try:
+        if agent.engine != (worker.engine or "tmux"):
+            raise PError(f"{connection} already serves p with {agent.engine} jobs (one engine per login); "
+                         f"register it with another user, or `p worker rm` the worker that uses it")
         if scratch is not None:
             placed = agent.request(Op.SCRATCH, path=scratch, blocking=True)
     finally:
@@ -58,6 +71,17 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
     if scratch is not None:
         _say_scratch(name, placed)
     return 0
+
+
+def _slurm_settings(slurm: Worker) -> None:
+    """The settings `register --slurm` got, checked as the config checks them."""
+    for key, value in (("partition", slurm.partition), ("account", slurm.account)):
+        if value is not None and not SLURM_NAME_RE.match(value):
+            raise PError(f"--{key} {value!r} is not a Slurm {key} name", exit_code=2)
+    for arg in slurm.sbatch_args:
+        problem = sbatch_arg_problem(arg)
+        if problem:
+            raise PError(f"--sbatch-arg: {problem}", exit_code=2)
 
 
 def set_(name: str, scratch: str | None) -> int:
