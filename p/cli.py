@@ -113,7 +113,7 @@ def events(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
            follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
            as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
            ) -> None:
-    """What happened to jobs: submitted, started, ended, stopped, lost, removed, in order."""
+    """What happened to jobs, in order: this client's event log merged with its workers'."""
     from .commands.events import events as show_events
 
     _done(show_events(job, follow, as_json))

@@ -27,12 +27,17 @@ from . import paths
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    from .agent_client import AgentClient
 
 F = Field
 # A line of either log (this client's, or a worker's through Op.EVENTS):
 # fields this version does not know are left out, so later versions may add.
-EVENT = (F("time", "time"), F("event", "str"), F("id", "id"), F("worker", "str", optional=True, nullable=True),
+# ``id`` is absent from an event of a worker itself (drained, resumed).
+EVENT = (F("time", "time"), F("event", "str"), F("id", "id", optional=True, nullable=True),
+         F("worker", "str", optional=True, nullable=True),
          F("status", "str", optional=True, nullable=True), F("exit_code", "int", optional=True, nullable=True),
          F("reason", "str", optional=True, nullable=True))
 EVENT_NAMES = frozenset(field.name for field in EVENT)
@@ -45,7 +50,8 @@ class Event:
 
     __slots__ = ("time", "event", "id", "worker", "status", "exit_code", "reason", "source")
 
-    def __init__(self, time: float, event: str, id: str, worker: str | None = None, status: str | None = None,
+    def __init__(self, time: float, event: str, id: str | None = None, worker: str | None = None,
+                 status: str | None = None,
                  exit_code: int | None = None, reason: str | None = None, source: str = CLIENT) -> None:
         self.time = time
         self.event = event
@@ -60,10 +66,14 @@ class Event:
         return {name: getattr(self, name) for name in self.__slots__}
 
     @classmethod
-    def parse(cls, data: Any, source: str) -> Event:
-        """``data`` as a checked event, or ValueError saying what is wrong."""
+    def parse(cls, data: Any, source: str, worker: str | None = None) -> Event:
+        """``data`` as a checked event, or ValueError saying what is wrong. A
+        worker's line says ``t`` for the time and ``error`` for a reason
+        (docs/protocol.md); ``worker`` names the worker it came from."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
+        if source == WORKER:
+            data = {"time": data.get("t"), "reason": data.get("error"), **data, "worker": worker}
         try:
             checked = check_fields(EVENT, {k: v for k, v in data.items() if k in EVENT_NAMES}, "")
         except ProtocolError as exc:
@@ -128,20 +138,44 @@ class LogReader:
         return parse_lines(whole.split(b"\n")[:-1], self.source, self)
 
 
-def parse_lines(lines: list[bytes], source: str, counter: LogReader | None = None) -> tuple[list[Event], list[int]]:
-    """Events from raw lines; the 1-based numbers of damaged ones."""
+def parse_lines(lines: list[bytes], source: str, counter: LogReader | None = None,
+                worker: str | None = None) -> tuple[list[Event], list[int]]:
+    """Events from raw lines (of ``worker``'s log, for a worker's); the
+    1-based numbers of damaged ones. Empty lines are no events (a worker's
+    stream sends them to see that its reader is still there)."""
     found: list[Event] = []
     damaged: list[int] = []
     for number, raw in enumerate(lines, 1 + (counter.line if counter else 0)):
         if not raw.strip():
             continue
         try:
-            found.append(Event.parse(json.loads(raw, parse_constant=_no_constant), source))
+            found.append(Event.parse(json.loads(raw, parse_constant=_no_constant), source, worker))
         except ValueError:  # not UTF-8, not JSON, not an event
             damaged.append(number)
     if counter is not None:
         counter.line += len(lines)
     return found, damaged
+
+
+def worker_events(agent: AgentClient, worker: str) -> tuple[list[Event], int]:
+    """A worker's whole event log, oldest first, and the offset after it
+    (to follow from); its damaged lines are one warning."""
+    data = b"".join(agent.stream_events(0, follow=False))  # whole lines only
+    found, damaged = parse_lines(data.split(b"\n"), WORKER, worker=worker)
+    warn_damaged(f"worker {worker}'s ~/.p/events.jsonl", damaged)
+    return found, len(data)
+
+
+def follow_worker(agent: AgentClient, worker: str, offset: int, seen: Callable[[Event], None]) -> None:
+    """Each event appended to a worker's log from byte ``offset`` on, to
+    ``seen``, as it comes (until the link ends)."""
+    pending = b""
+    for chunk in agent.stream_events(offset, follow=True):
+        *lines, pending = (pending + chunk).split(b"\n")
+        found, damaged = parse_lines(lines, WORKER, worker=worker)
+        warn_damaged(f"worker {worker}'s ~/.p/events.jsonl", damaged)
+        for event in found:
+            seen(event)
 
 
 def _no_constant(name: str) -> None:

@@ -73,7 +73,7 @@ EVENT: Table = (
     ("event", "string", None, "what happened: `submitted`, `started`, `ended`, `stopped`, `lost`, `removed`, "
      "`refused` (the worker would not start it), or the name of a state a job entered; later versions may "
      "add more"),
-    ("id", "string", None, "the job's id"),
+    ("id", "string", "for an event of a worker itself (later versions: drained, resumed)", "the job's id"),
     ("worker", "string", "when its writer did not know", "the worker's name"),
     ("status", "string", "when its writer did not say", "the job's status after the event"),
     ("exit_code", "integer", "unless it ended with one", "its exit status"),

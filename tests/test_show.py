@@ -10,11 +10,14 @@ import select
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import P_BIN, PClient
 from helpers import eventually, one_line_error, workdir
 
+from p.events import worker_events
 from p.schema import markdown, problems
 
 
@@ -23,12 +26,15 @@ def _run_id(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout.strip()
 
 
-def _events(p: PClient, *args: str) -> list[dict[str, object]]:
+def _events(p: PClient, *args: str, source: str = "client") -> list[dict[str, object]]:
+    """`p events --json` as objects held to the schema: those of ``source``."""
     result = p("events", "--json", *args, check=True)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     for line in lines:
         assert problems(line, "event") == []
-    return lines
+    times = [line["time"] for line in lines]
+    assert times == sorted(times)
+    return [line for line in lines if line["source"] == source]
 
 
 def test_docs_json_md_is_the_schema() -> None:
@@ -54,8 +60,12 @@ def test_show_tells_everything_about_a_job_and_every_json_output_keeps_its_schem
     assert (Path(str(shown["workdir"])) / "sub" / "b.txt").exists()
     assert shown["sync_files"] == 2 and int(str(shown["sync_bytes"])) > 5000
     assert shown["rerun_of"] is None
-    assert [event["event"] for event in shown["events"]] == ["submitted", "started", "ended"]  # type: ignore[union-attr]
-    assert shown["events"][-1]["exit_code"] == 3  # type: ignore[index]
+    for source in ("client", "worker"):  # the worker's log, too, through Op.EVENTS
+        mine = [event for event in shown["events"] if event["source"] == source]  # type: ignore[union-attr]
+        assert [event["event"] for event in mine] == ["submitted", "started", "ended"], source
+        assert mine[-1]["exit_code"] == 3 and mine[-1]["worker"] == "w1"
+    times = [event["time"] for event in shown["events"]]  # type: ignore[union-attr]
+    assert times == sorted(times)
     assert "s3cret-value" not in json.dumps(shown)
 
     text = p1("show", str(job["id"]), check=True).stdout
@@ -100,7 +110,13 @@ def test_the_event_log_holds_a_full_lifecycle_and_skips_damaged_lines(p1: PClien
         (ended, "submitted"), (ended, "started"), (ended, "ended")]
     assert log[-1]["exit_code"] == 4 and log[-1]["status"] == "done" and log[-1]["source"] == "client"
     assert [event["event"] for event in _events(p1, str(ended)[:7])] == ["submitted", "started", "ended"]
-    text = p1("events", check=True).stdout.splitlines()
+    # The worker's log, merged in, holds what its agent and the job's script saw.
+    on_worker = [(event["id"], event["event"]) for event in _events(p1, source="worker")
+                 if event["id"] in (job, ended)]
+    assert on_worker == [(job, "submitted"), (job, "started"), (job, "stopped"), (job, "ended"), (job, "removed"),
+                         (ended, "submitted"), (ended, "started"), (ended, "ended")]
+    assert [event["event"] for event in _events(p1, job, source="worker")][-1] == "removed"
+    text = [line for line in p1("events", check=True).stdout.splitlines() if line.endswith("client")]
     assert len(text) == 7 and "ended [exit 4]" in text[-1] and str(ended)[:8] in text[-1]
 
     assert "not a job id" in one_line_error(p1("events", "xyz"))
@@ -112,7 +128,7 @@ def test_the_event_log_holds_a_full_lifecycle_and_skips_damaged_lines(p1: PClien
     with path.open("a") as out:
         out.write('not json\n{"time": "soon", "event": "x", "id": "00"}\n[1]\n{"time": NaN}\n')
     result = p1("events", "--json")
-    assert result.returncode == 0 and len(result.stdout.splitlines()) == 7
+    assert result.returncode == 0 and result.stdout.count('"source":"client"') == 7
     (warning,) = result.stderr.splitlines()
     assert warning.startswith("p: skipped 4 damaged line(s) of ") and "line 8, 9, 10, 11" in warning
     # A crash mid-line (no newline yet) costs only that line, once it ends.
@@ -137,15 +153,22 @@ def test_events_follow_prints_new_events_as_they_come(p1: PClient) -> None:
         assert p1("-n", "--", "true").returncode == 0
         out = b""
 
-        def ended() -> bool:
+        def seen() -> list[tuple[str, str]]:
+            """(source, event) of the new job's events printed so far."""
+            (job,) = p1.jobs()
+            lines = [json.loads(line) for line in out[: out.rfind(b"\n") + 1].splitlines()]
+            return [(line["source"], line["event"]) for line in lines if line["id"] == job["id"]]
+
+        def both_ended() -> bool:
             nonlocal out
             ready, _, _ = select.select([follower.stdout], [], [], 0.2)
             if ready:
                 out += os.read(follower.stdout.fileno(), 65536)  # type: ignore[union-attr]
-            return out.endswith(b"\n") and json.loads(out.splitlines()[-1])["event"] == "ended"
+            return ("client", "ended") in seen() and ("worker", "ended") in seen()
 
-        eventually(ended)
-        assert [json.loads(line)["event"] for line in out.splitlines()] == ["submitted", "started", "ended"]
+        eventually(both_ended)
+        for source in ("client", "worker"):
+            assert [event for where, event in seen() if where == source] == ["submitted", "started", "ended"]
     finally:
         follower.kill()
         follower.wait()
@@ -216,3 +239,26 @@ def test_pull_copies_results_back_when_p_sees_the_job_end(p1: PClient, tmp_path:
     assert (elsewhere / "x.txt").read_text() == "X\n" and (elsewhere / "y.txt").read_text() == "Y\n"
     assert sorted(os.listdir(elsewhere)) == ["x.txt", "y.txt"]
     assert "outside" in one_line_error(p1("wait", "--pull", "../up", job_id))
+
+
+def test_a_workers_damaged_event_lines_are_skipped_with_one_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker's log is its word: lines that are no event are skipped, its
+    own spelling (`t`, `error`) is read, and its reader's heartbeats (empty
+    lines) are no events."""
+    job = "ab" * 16
+
+    class Agent:
+        def stream_events(self, offset: int, follow: bool) -> Iterator[bytes]:
+            assert offset == 0 and not follow
+            yield b'{"t": 1.5, "event": "submitted", "id": "' + job.encode() + b'"}\nnot json\n'
+            yield b'{"t": 2, "event": "failed", "id": "' + job.encode() + b'", "error": "no tmux"}\n\n'
+            yield b'{"t": "later", "event": "x"}\n{"t": 3, "event": "drained"}\n[1]\n'
+
+    found, offset = worker_events(Agent(), "w9")  # type: ignore[arg-type]
+    assert [(event.time, event.event, event.id, event.worker, event.reason) for event in found] == [
+        (1.5, "submitted", job, "w9", None), (2, "failed", job, "w9", "no tmux"), (3, "drained", None, "w9", None)]
+    assert all(problems(event.to_json(), "event") == [] for event in found)
+    assert found[1].text() == "failed (no tmux)"
+    assert offset == 237  # every byte read: the next follow starts there
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning == "p: skipped 3 damaged line(s) of worker w9's ~/.p/events.jsonl (line 2, 5, 7)"

@@ -2,9 +2,9 @@
 
 What the record holds (command, worker, workdir, cwd, the spec: env, secret
 names, limits; times, state, exit status, resource use, what the sync sent)
-and the job's events. A job still active is asked about first, so its state
-is the worker's; a worker that cannot be asked is one line, and the record
-is shown as it is.
+and the job's events, this client's and its worker's. The worker is asked
+for its events of the job and, for a job still active, its state; a worker
+that cannot be asked is one line, and what this client knows is shown.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .. import config as config_module
 from .. import link as link_module
 from .. import output
 from ..errors import PError
-from ..events import client_events
+from ..events import Event, client_events, worker_events
 from ..reconcile import query
 from ..store import JobRecord, Store
 from ..table import clock, duration, size
@@ -27,9 +27,10 @@ from ..table import clock, duration, size
 def show(job: str, as_json: bool) -> int:
     store = Store()
     record = store.find(job)
-    if not record.finished and config_module.load().has_worker(record.worker):
-        record = _refreshed(store, record)
     events = client_events(record.id)
+    if config_module.load().has_worker(record.worker):
+        record, on_worker = _asked(store, record)
+        events = sorted(events + on_worker, key=lambda event: event.time)
     now = time.time()
     if as_json:
         print(json.dumps({**output.job_json(record, now), "events": [event.to_json() for event in events]},
@@ -42,18 +43,22 @@ def show(job: str, as_json: bool) -> int:
     return 0
 
 
-def _refreshed(store: Store, record: JobRecord) -> JobRecord:
+def _asked(store: Store, record: JobRecord) -> tuple[JobRecord, list[Event]]:
+    """The record brought up to date if the job was active, and the
+    worker's events of it; a worker that cannot say is one line."""
     try:
         link = link_module.connect(record.worker)
+        try:
+            if not record.finished:
+                record = query(link.agent, [record])[0]
+                store.save(record)
+            on_worker, _ = worker_events(link.agent, record.worker)
+        finally:
+            link.close()
     except PError as exc:
-        output.say(output.about_worker(record.worker, f"{exc.message} (showing the job as last recorded)"))
-        return record
-    try:
-        record = query(link.agent, [record])[0]
-    finally:
-        link.close()
-    store.save(record)
-    return record
+        output.say(output.about_worker(record.worker, f"{exc.message} (showing what this client knows)"))
+        return record, []
+    return record, [event for event in on_worker if event.id == record.id]
 
 
 def _lines(record: JobRecord, now: float) -> list[tuple[str, str]]:
