@@ -75,8 +75,10 @@ def _lines(record: JobRecord, now: float) -> list[tuple[str, str]]:
              ("wall", f"{wall:.2f}s" if isinstance(wall, (int, float)) else "-" if user == "-" else "unknown"),
              ("cpu user", user), ("cpu sys", system), ("max rss", peak),
              ("synced", _synced(record))]
-    if record.rerun_of is not None:
-        lines.append(("rerun of", record.rerun_of))
+    for label, value in (("rerun of", record.rerun_of), ("engine id", record.engine_id),
+                         ("node list", record.node_list)):
+        if value is not None:
+            lines.append((label, value))
     lines += [(name, f"{variable}={_shown(value)}") for name, (variable, value) in
               zip(["env"] + [""] * len(spec.env), spec.env.items())] or [("env", "-")]
     lines.append(("secrets", ", ".join(spec.secrets) or "-"))
