@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from p_protocol import STOP_GRACE
+
 from . import __version__
 
 RUN_HELP = """\
@@ -135,7 +137,8 @@ def rerun(job: JobArg,
 
 @app.command()
 def stop(job: JobArg,
-         grace: Annotated[float, typer.Option("--grace", "-t", help="seconds between SIGTERM and SIGKILL")] = 10.0,
+         grace: Annotated[float, typer.Option("--grace", "-t",
+                                              help="seconds between SIGTERM and SIGKILL")] = STOP_GRACE,
          ) -> None:
     """Kill a running job (SIGTERM, then SIGKILL)."""
     from .commands.stop import stop as stop_job

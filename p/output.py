@@ -64,6 +64,8 @@ def status_text(record: JobRecord) -> str:
         return "stopped"
     if record.status in (State.QUEUED.value, State.LOST.value) and record.reason:
         return f"{record.status} ({record.reason})"
+    if record.status == State.TIMEOUT.value:
+        return "timed out"
     return record.status
 
 
@@ -80,7 +82,8 @@ def summary(record: JobRecord) -> str:
         why = record.reason or "the worker has no exit status for it"
         return f"p: job {record.short_id} on {record.worker} is lost: {why}"
     code = "" if record.exit_code is None else f" [exit {record.exit_code}]"
-    return f"p: job {record.short_id} {record.status}{code} after {took} on {record.worker}"
+    status = "timed out" if record.status == State.TIMEOUT.value else record.status
+    return f"p: job {record.short_id} {status}{code} after {took} on {record.worker}"
 
 
 def about_worker(worker: str, message: str) -> str:

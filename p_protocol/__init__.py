@@ -42,6 +42,9 @@ SPARE_KEY_RE = re.compile(r"^[0-9a-f]{16}$")
 # What may run a worker's jobs (agent/p_agent/executor.py); a worker's config
 # names one, the first by default, and the agent is started with it.
 ENGINES = ("tmux", "slurm")
+# Seconds between SIGTERM and SIGKILL: what `p stop` waits by default, and
+# what a job past its --timeout gets.
+STOP_GRACE = 10.0
 
 
 class ProtocolError(Exception):

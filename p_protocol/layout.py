@@ -27,6 +27,7 @@ class JobFile:
     LOG_END = "log_end"  # bytes of output.log that are the job's
     EXIT_CODE = "exitcode"  # written last: a number here means "finished"
     STOPPED = "stopped"  # present when `p stop` ended the job
+    TIMED_OUT = "timeout"  # present when the job's --timeout ended it (run.sh's watchdog)
     ENV = "env"  # `export NAME='value'` lines the job's script sources (jobspec.py)
     # The same for secrets: deleted once the job has read it, at the latest
     # when the job ends or is stopped, so no secret outlives its job.

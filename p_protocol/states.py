@@ -14,7 +14,7 @@ class State(str, Enum):
     RUNNING = "running"
     DONE = "done"  # exited by itself; exit code recorded
     STOPPED = "stopped"  # ended by `p stop` (or cancelled in its engine)
-    TIMEOUT = "timeout"  # ended by its time limit
+    TIMEOUT = "timeout"  # ended by its time limit (--timeout: exit status 124)
     LOST = "lost"  # the worker has no trace of it (wiped ~/.p, other host, a failed node)
 
     @property

@@ -234,3 +234,14 @@ def test_an_attached_job_brings_its_pull_paths_back_when_it_ends(screen: Screen)
     after = screen.wait_for(window, r"p-exit=0")
     assert "pulled made.txt" in after
     assert (screen.p.workdir / "made.txt").read_text() == "made\n"
+
+
+def test_an_attached_job_past_its_timeout_exits_124(screen: Screen) -> None:
+    window = screen.start("-n", "--timeout", "2s", "--", "echo waiting; sleep 60")
+    screen.wait_for(window, "waiting")
+    screen.wait_for(window, r"--- Job done \[exit 124\]\. Press any key to detach\. ---")
+    screen.keys(window, "x")
+    after = screen.wait_for(window, r"p-exit=124")
+    assert re.search(r"p: job [0-9a-f]{8} timed out \[exit 124\]", after)
+    (record,) = screen.p.jobs()
+    assert record["status"] == "timeout" and record["exit_code"] == 124 and record["timeout"] == 2

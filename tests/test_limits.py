@@ -5,9 +5,17 @@ worker."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import time
 from pathlib import Path
 
 from conftest import PClient
+from helpers import eventually, job_dir, worker_processes
+
+from p_protocol import STOP_GRACE
+from p_protocol.layout import JobFile
 
 
 def _events(p: PClient, worker: str = "w1") -> list[dict[str, object]]:
@@ -32,7 +40,54 @@ def test_the_worker_logs_every_transition_of_a_job_in_order(p1: PClient) -> None
     ends = {event["id"]: event["exit_code"] for event in events
             if event["event"] == "ended" and event["id"] in (done, stopped)}
     assert ends == {done: 3, stopped: 143}
-    times = [event["t"] for event in events]
+    times = [event["t"] for event in events if event.get("id") in (done, stopped)]
     assert times == sorted(times) and all(isinstance(t, (int, float)) for t in times)
     log = Path(p1.worker_home("w1")) / ".p" / "events.jsonl"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def _agent_pid(p: PClient, worker: str = "w1") -> int:
+    from p_protocol import VERSION
+
+    return int((p.worker_home(worker) / ".p" / "run" / f"agent-{VERSION}.pid").read_text())
+
+
+def test_a_timeout_holds_with_no_client_and_across_an_agent_restart(p1: PClient) -> None:
+    job_id = p1("-n", "-d", "--timeout", "3s", "--", "echo started; sleep 6071", check=True).stdout.strip()
+    # Nobody watches: no client, no SSH master, and the agent killed outright.
+    p1.close_masters()
+    os.kill(_agent_pid(p1), signal.SIGKILL)
+    job = job_dir(p1.worker_home("w1"), job_id)
+    eventually(lambda: (job / JobFile.EXIT_CODE).exists(), timeout=30)
+    assert (job / JobFile.EXIT_CODE).read_text().strip() == "124"
+    assert eventually(lambda: not worker_processes(p1, "w1", "sleep 6071"))
+    result = p1("wait", job_id)  # starts a new agent
+    assert result.returncode == 124, result.stderr
+    assert re.search(rf"p: job {job_id[:8]} timed out \[exit 124\] after 0:00:0[3-5] on w1", result.stderr)
+    (record,) = p1.jobs()
+    assert record["status"] == "timeout" and record["exit_code"] == 124 and record["timeout"] == 3
+    assert "started" in p1("logs", job_id).stdout
+    events = _events(p1)
+    assert _of(events, job_id) == ["submitted", "started", "timeout", "ended"]
+    assert [event["after"] for event in events if event.get("id") == job_id and event["event"] == "timeout"] == [3]
+
+
+def test_a_streamed_job_past_its_timeout_exits_124_and_one_that_ignores_sigterm_is_killed(p1: PClient) -> None:
+    result = p1("-n", "--timeout", "1.5s", "--", "echo hi; sleep 60")
+    # The job's shell may say how its command ended ("Terminated"), as under `p stop`.
+    assert result.returncode == 124 and result.stdout.startswith("hi\n"), result.stderr
+    began = time.monotonic()
+    result = p1("-n", "--timeout", "1s", "--", "trap '' TERM; echo stubborn; sleep 60")
+    took = time.monotonic() - began
+    assert result.returncode == 124 and result.stdout.startswith("stubborn\n"), result.stderr
+    assert STOP_GRACE <= took < STOP_GRACE + 15  # SIGKILL after the grace `p stop` uses
+    assert [job["status"] for job in p1.jobs()] == ["timeout", "timeout"]
+
+
+def test_a_job_that_ends_before_its_timeout_leaves_no_watchdog(p1: PClient) -> None:
+    result = p1("-n", "--timeout", "1h7s", "--", "exit 5")
+    assert result.returncode == 5
+    (record,) = p1.jobs()
+    assert record["status"] == "done" and record["timeout"] == 3607
+    assert eventually(lambda: not worker_processes(p1, "w1", "sleep 3607"))
+    assert "timeout" not in _of(_events(p1), str(record["id"]))

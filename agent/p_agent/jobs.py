@@ -192,9 +192,13 @@ class Jobs:
         started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
         exit_code, ended_at = _exit_status(job_dir)
         if exit_code is not None:
-            stopped = os.path.exists(os.path.join(job_dir, JobFile.STOPPED))
-            state = State.STOPPED if stopped else State.DONE
-            if not stopped and verdict.state is not None and verdict.state.finished:
+            if os.path.exists(os.path.join(job_dir, JobFile.TIMED_OUT)):
+                state = State.TIMEOUT  # its --timeout passed (run.sh's watchdog)
+            elif os.path.exists(os.path.join(job_dir, JobFile.STOPPED)):
+                state = State.STOPPED
+            else:
+                state = State.DONE
+            if state is State.DONE and verdict.state is not None and verdict.state.finished:
                 state = verdict.state  # the engine ended it (a time limit, a failed node)
         elif verdict.state is State.QUEUED:
             state, ended_at = State.QUEUED, None
@@ -370,7 +374,7 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
 
 # What the run form may ask that an engine does not yet honour: refused
 # with the flag's name, never silently ignored.
-_NOT_YET = {"timeout": "--timeout", "max_output": "--max-output", "gpus": "-g"}
+_NOT_YET = {"max_output": "--max-output", "gpus": "-g"}
 _SLURM_ONLY = {"cpus": "--cpus", "mem": "--mem", "nodes": "--nodes", "sbatch_args": "--sbatch-arg"}
 
 

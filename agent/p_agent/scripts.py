@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from shlex import quote
 
+from p_protocol import STOP_GRACE
 from p_protocol.layout import END_FILE_SIZE, JobFile
 
 # Why each step:
@@ -66,11 +67,17 @@ sock={tmux_socket}
 user_umask=$(umask)
 umask 077
 {record_fn}
+now() {{
+    t=$(date +%s.%N)
+    case $t in *.[0-9][0-9][0-9]*) t=${{t%"${{t#*.???}}"}} ;; *) t=${{t%%.*}} ;; esac
+    echo "$t"
+}}
 trap : INT
-{start}
+{watchdog}{start}
+[ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
+[ ! -f "$job/{timed_out}" ] || code=124
 rm -f "$job/{secrets}"
-end=$(date +%s.%N)
-case $end in *.[0-9][0-9][0-9]*) end=${{end%"${{end#*.???}}"}} ;; *) end=${{end%%.*}} ;; esac
+end=$(now)
 record {ended_at} "$end"
 printf '{marker_printf}'{marker_to}
 n=0
@@ -127,6 +134,30 @@ $detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE
     p-job "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask" </dev/null >&3 2>&3 3>&-
 code=$?"""
 
+# The job's --timeout, kept by a subshell of run.sh (which outlives the
+# agent): it sleeps until the deadline, marks the job timed out, logs it,
+# and signals the job's process group as `p stop` does (SIGTERM, SIGKILL
+# after the grace). run.sh ends it with the job (its sleep too: the trap), so
+# nothing is left behind; a job that `p stop` reached first is left alone.
+WATCHDOG = """\
+watchdog=
+(
+    trap 'kill $napping 2>/dev/null; exit 0' TERM
+    nap() {{ sleep "$1" & napping=$!; wait $napping; }}
+    nap {timeout}
+    [ ! -f "$job/{stopped}" ] || exit 0
+    n=0
+    while [ ! -s "$job/{pgid}" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    read -r pgid < "$job/{pgid}" && [ "$pgid" -gt 1 ] || exit 0
+    : > "$job/{timed_out}"
+    printf '{{"t":%s,"event":"timeout","id":"{job_id}","after":%s}}\\n' "$(now)" {timeout} >> {events_log}
+    kill -TERM -"$pgid" 2>/dev/null
+    nap {grace}
+    kill -KILL -"$pgid" 2>/dev/null
+) </dev/null >/dev/null 2>&1 &
+watchdog=$!
+"""
+
 # How long an expected client may take to attach, in tenths of a second.
 CLIENT_POLLS = 300
 
@@ -176,15 +207,22 @@ def record_fn() -> str:
 
 
 def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log: str, *, tty: bool,
-           expect_client: bool, launcher: list[str] | None = None) -> str:
+           expect_client: bool, launcher: list[str] | None = None, timeout: float | None = None) -> str:
     """``launcher``: words that run the job's shell (Slurm's ``srun`` on
     several nodes); they land inside a single-quoted `sh -c`, so only tame
     words are taken."""
     if not all(_TAME_WORD.match(word) for word in launcher or []):
         raise ValueError(f"launcher words must be plain: {launcher!r}")
     start = TTY_START if tty else NO_TTY_START
+    watchdog = "watchdog=\n"
+    if timeout is not None:
+        watchdog = WATCHDOG.format(timeout=_seconds(timeout), grace=_seconds(STOP_GRACE), stopped=JobFile.STOPPED,
+                                   pgid=JobFile.PGID, timed_out=JobFile.TIMED_OUT, job_id=job_id,
+                                   events_log=quote(events_log))
     return RUN_SH.format(
         record_fn=record_fn(),
+        watchdog=watchdog,
+        timed_out=JobFile.TIMED_OUT,
         start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
                            load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS),
                            launcher="".join(word + " " for word in launcher or [])),
@@ -204,6 +242,11 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
         output=JobFile.OUTPUT,
         exitcode=JobFile.EXIT_CODE,
     )
+
+
+def _seconds(value: float) -> str:
+    """A number of seconds as `sleep` and JSON both read it (never 1e+06)."""
+    return str(int(value)) if value == int(value) else f"{value:.3f}"
 
 
 def status_sh(job_dir: str) -> str:

@@ -156,7 +156,7 @@ class TmuxExecutor:
         write_file(path(job.job_dir, "run.sh"),
                    scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket,
                                   self.layout.events_log, tty=job.tty,
-                                  expect_client=job.expect_client))
+                                  expect_client=job.expect_client, timeout=job.spec.timeout))
         self.tmux.new_session(session, max(job.cols, 20), max(job.rows, 5), job.workdir,
                               ["sh", path(job.job_dir, "run.sh")], status_left(job, session),
                               "exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT)))
