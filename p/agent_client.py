@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 
 from p_protocol import PROTOCOL, VERSION, ProtocolError
+from p_protocol.states import State
 from p_protocol.wire import MAX_LINE, Op, check_reply, decode, encode, request
 
 from .errors import LINK_LOST, PError
@@ -66,7 +68,7 @@ class AgentClient:
             line = self.reader.readline(MAX_LINE + 1)
         except (TimeoutError, socket.timeout):
             raise PError(f"worker {self.worker}'s agent did not answer in time; "
-                         "check the link and retry") from None
+                         "check the link and retry", exit_code=LINK_LOST) from None
         except OSError as exc:
             raise AgentGone(str(exc)) from None
         if not line:
@@ -98,10 +100,23 @@ class AgentClient:
         return reply
 
     def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
-        """The job's output from ``offset``; with ``follow`` until it ends."""
+        """The job's output from ``offset``; with ``follow`` until it ends.
+
+        The agent ends a stream by closing it, and so does a link that
+        broke: after each close the job's state is asked (which fails when
+        the link is gone), and a followed job that still runs is streamed
+        on from where it stopped (its end marker is out a moment before its
+        exit code is)."""
         lost = PError(f"lost the connection to worker {self.worker}; the job keeps running there, "
                       "`p logs` shows its output once the worker is back", exit_code=LINK_LOST)
-        return self._stream(Op.LOGS, lost, follow, id=job_id, offset=offset, follow=follow)
+        while True:
+            for data in self._stream(Op.LOGS, lost, follow, id=job_id, offset=offset, follow=follow):
+                offset += len(data)
+                yield data
+            view = self.request(Op.STATUS, ids=[job_id])["jobs"].get(job_id)
+            if not follow or view is None or State(view["state"]).finished:
+                return
+            time.sleep(0.05)
 
     def stream_events(self, offset: int, follow: bool) -> Iterator[bytes]:
         """The worker's event log from byte ``offset``: whole lines, raw (each

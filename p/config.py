@@ -60,18 +60,26 @@ class Worker:
         return data
 
 
+# How long the verbs that follow a job (`p logs -f`, `p wait`, attach, the
+# streaming run) keep reconnecting a broken link before they give up.
+RECONNECT_FOR = 600.0
+
+
 class Config:
     def __init__(self, default_worker: str | None = None, workers: list[Worker] | None = None,
-                 ssh_config: str | None = None, ssh_options: list[str] | None = None, path: str = "") -> None:
+                 ssh_config: str | None = None, ssh_options: list[str] | None = None, path: str = "",
+                 reconnect_for: float = RECONNECT_FOR) -> None:
         self.path = path  # the file it was read from, for the errors that name it
         self.default_worker = default_worker
         self.workers = workers or []
         self.ssh_config = ssh_config
         self.ssh_options = ssh_options or []
+        self.reconnect_for = reconnect_for  # seconds; `reconnect_for: 10m` in the file
 
     def to_dict(self) -> dict[str, Any]:
         return {"default_worker": self.default_worker, "workers": [w.to_dict() for w in self.workers],
-                "ssh_config": self.ssh_config, "ssh_options": self.ssh_options}
+                "ssh_config": self.ssh_config, "ssh_options": self.ssh_options,
+                "reconnect_for": self.reconnect_for}
 
     def worker(self, name: str | None) -> Worker:
         wanted = name or self.default_worker
@@ -136,6 +144,8 @@ def save(config: Config) -> None:
     for key in ("ssh_config", "ssh_options"):
         if getattr(config, key):
             data[key] = getattr(config, key)
+    if config.reconnect_for != RECONNECT_FOR:
+        data["reconnect_for"] = config.reconnect_for
     data["workers"] = [
         {k: v for k, v in worker.to_dict().items() if v not in (None, [])} for worker in config.workers
     ]
@@ -220,7 +230,25 @@ def _from_dict(data: Any, path: str) -> Config:
     default = data.get("default_worker")
     if default is not None and not isinstance(default, str):
         raise bad("key 'default_worker' must be a worker name")
-    return Config(default, workers, _opt_str(data, "ssh_config", bad), _str_list(data, "ssh_options", bad), path)
+    return Config(default, workers, _opt_str(data, "ssh_config", bad), _str_list(data, "ssh_options", bad), path,
+                  _duration(data, "reconnect_for", RECONNECT_FOR, bad))
+
+
+def _duration(data: dict[str, Any], key: str, default: float, bad: Any) -> float:
+    """Seconds, written as a number or as `90s`, `15m`, `2h`."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    if isinstance(value, str):
+        from p_protocol.jobspec import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise bad(f"key {key!r}: {exc}") from None
+    raise bad(f"key {key!r} must be a duration (like 90s, 10m, 1h)")
 
 
 def _opt_str(data: dict[str, Any], key: str, bad: Any, where: str = "") -> str | None:

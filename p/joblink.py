@@ -39,8 +39,8 @@ class JobLink:
 def open_job(prefix: str) -> Iterator[JobLink]:
     store = Store()
     record = store.find(prefix)
-    link = link_module.connect(record.worker)
+    opened = JobLink(store, record, link_module.connect(record.worker))
     try:
-        yield JobLink(store, record, link)
+        yield opened
     finally:
-        link.close()
+        opened.link.close()  # the verb may have re-opened it (relink.py)

@@ -101,16 +101,19 @@ def _cold_lock(transport: Transport) -> Iterator[None]:
 
 
 def connect_cold(transport: Transport, facts: WorkerFacts | None = None, *, quiet: bool = False) -> AgentClient:
-    """``quiet``: the caller found the master mute. It is dropped here,
+    """``quiet``: the caller found the master mute. It is put aside here,
     under the lock, and only if it is still mute: another `p` may have
-    replaced it meanwhile, and dropping that one would cut its links."""
+    replaced it meanwhile."""
     with _cold_lock(transport):
         if facts is None:
             # Whoever held the lock before may have made the link warm.
             try:
                 agent = try_warm(transport, QUIET_RECHECK if quiet else WARM_TIMEOUT)
             except PError:
-                transport.close_master()
+                # Mute: put it aside, never `-O exit` it, for the sessions it
+                # carries (another terminal's `p logs -f`) may ride out the
+                # cut that muted it.
+                transport.retire_master()
                 agent = None
             if agent is not None:
                 return agent

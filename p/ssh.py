@@ -66,14 +66,15 @@ class Transport:
 
     @property
     def control_path(self) -> str:
+        """A symlink to the current master's socket (see ensure_master)."""
         return os.path.join(self.runtime, f"cm-{self.key}")
 
-    def options(self) -> list[str]:
+    def options(self, control_path: str | None = None) -> list[str]:
         opts = [
             *self.user_options,
             # One master per worker *and* its ssh options: %C would merge two
             # workers reaching one host with different keys or configs.
-            "-o", f"ControlPath={self.control_path}",
+            "-o", f"ControlPath={control_path or self.control_path}",
             "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
             "-o", "ServerAliveInterval=10",
             "-o", "ServerAliveCountMax=3",
@@ -115,6 +116,12 @@ class Transport:
         return os.path.join(self.runtime, f"master-{self.key}.log")
 
     def ensure_master(self) -> None:
+        """A master for this worker. Each master listens on a socket of its
+        own (``cm-<key>-<nonce>``) and ``cm-<key>``, which every other ssh
+        names, is a symlink to the current one: so a master that went mute
+        (a cut link) can be put aside for a new one (``retire_master``)
+        while the sessions it carries (another terminal's `p logs -f`) go
+        on, and come back with the link, instead of dying with it."""
         if self.master_alive():
             return
         import fcntl
@@ -125,10 +132,8 @@ class Transport:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.master_alive():
                 return
-            if os.path.lexists(self.control_path):
-                # Left by a master that was killed: ssh would not replace it and
-                # would quietly run without multiplexing, forever.
-                os.unlink(self.control_path)
+            self._remove_dead_sockets()
+            socket_path = f"{self.control_path}-{os.urandom(4).hex()}"
             # -f backgrounds the master once it is authenticated; its stderr
             # goes to a file because a pipe would be held open by the master
             # forever. Once in the background it logs only to -E's file, at
@@ -136,7 +141,7 @@ class Transport:
             # the worker's sshd refused), whatever the user's LogLevel.
             with private_open(self.master_log, "w+") as log:
                 result = subprocess.run(
-                    ["ssh", *self.options(), "-o", "ControlMaster=yes", "-o", "LogLevel=INFO",
+                    ["ssh", *self.options(socket_path), "-o", "ControlMaster=yes", "-o", "LogLevel=INFO",
                      "-E", self.master_log, "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f", "--",
                      self.target],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
@@ -144,6 +149,40 @@ class Transport:
                 if result.returncode != 0:
                     log.seek(0)
                     raise self.explain(log.read())
+            link = f"{self.control_path}.{os.getpid()}"
+            os.symlink(os.path.basename(socket_path), link)
+            os.replace(link, self.control_path)  # atomic: no ssh sees no master
+
+    def retire_master(self) -> None:
+        """Put the current master aside: new commands get a new one, while
+        the sessions it carries go on (it exits when they end and it has
+        idled for ControlPersist, or when its keepalives give up)."""
+        try:
+            os.unlink(self.control_path)
+        except FileNotFoundError:
+            pass
+
+    def _remove_dead_sockets(self) -> None:
+        """Sockets of this worker's masters that were killed (nothing
+        listens): ssh would not replace one, and would quietly run without
+        multiplexing, forever."""
+        import socket
+
+        prefix = os.path.basename(self.control_path)
+        for name in os.listdir(self.runtime):
+            if not (name == prefix or name.startswith(prefix + "-")):
+                continue
+            path = os.path.join(self.runtime, name)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            finally:
+                probe.close()
 
     def master_saw(self, text: str) -> bool:
         try:

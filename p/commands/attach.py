@@ -16,6 +16,7 @@ from ..errors import LINK_LOST, PError
 from ..joblink import open_job
 from ..link import Link
 from ..reconcile import query
+from ..relink import Relink
 from ..results import pull_results
 from ..store import JobRecord, Store
 from .logs import copy_log
@@ -29,28 +30,35 @@ NOT_ATTACHED = 1  # the engine's status when the job's terminal is gone
 
 def attach_session(link: Link, record: JobRecord, argv: list[str]) -> int:
     """Attach the terminal with ``argv`` (from the agent); when it lets go,
-    report like ssh would."""
-    remote = " ".join(["sh", "-c", quote(ATTACH_SH), "p-attach", *(quote(arg) for arg in argv)])
-    code = subprocess.call(link.transport.ssh_argv(remote, tty=True))
-    # The link may have idled for hours while attached: connect afresh.
-    fresh = link_module.connect(record.worker)
-    try:
-        record = query(fresh.agent, [record])[0]
-        Store().save(record)
-        if record.status == State.RUNNING.value:
-            if code not in (0, NOT_ATTACHED):
-                raise PError(f"the SSH link to {record.worker} dropped; the job keeps running: "
-                             f"`p attach {record.short_id}` to return", exit_code=LINK_LOST)
-            output.say(f"p: detached from job {record.short_id}; it keeps running on {record.worker}. "
-                       f"`p attach {record.short_id}` returns, `p logs {record.short_id}` shows its output")
-            return 0
-        if code == NOT_ATTACHED:
-            return show_ended(fresh, record, pull=True)  # nobody saw its screen
-        output.say(output.summary(record))
-        # It ended while this terminal was on it: its results come back.
-        return results.exit_status(record, pull_results(fresh, record))
-    finally:
-        fresh.close()
+    report like ssh would. When the link under it broke, reconnect (see
+    relink.py) and attach again while the job runs."""
+    relink = Relink(link, what=f"attached to job {record.short_id}", resume_hint=f"`p attach {record.short_id}`")
+    while True:
+        remote = " ".join(["sh", "-c", quote(ATTACH_SH), "p-attach", *(quote(arg) for arg in argv)])
+        code = subprocess.call(relink.link.transport.ssh_argv(remote, tty=True))
+        # The link may have idled for hours while attached: connect afresh.
+        relink.link.close()
+        fresh = relink.reconnect() if code == LINK_LOST else link_module.connect(record.worker)
+        relink.link = fresh
+        try:
+            record = query(fresh.agent, [record])[0]
+            Store().save(record)
+            if record.status == State.RUNNING.value:
+                if code == LINK_LOST:
+                    again = fresh.agent.request(Op.ATTACH, id=record.id)["argv"]
+                    if again is not None:
+                        argv = again
+                        continue
+                output.say(f"p: detached from job {record.short_id}; it keeps running on {record.worker}. "
+                           f"`p attach {record.short_id}` returns, `p logs {record.short_id}` shows its output")
+                return 0
+            if code in (NOT_ATTACHED, LINK_LOST):
+                return show_ended(fresh, record, pull=True)  # nobody saw its end on this screen
+            output.say(output.summary(record))
+            # It ended while this terminal was on it: its results come back.
+            return results.exit_status(record, pull_results(fresh, record))
+        finally:
+            fresh.close()
 
 
 def show_ended(link: Link, record: JobRecord, pull: bool = False) -> int:

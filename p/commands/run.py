@@ -30,6 +30,7 @@ from ..errors import PError
 from ..fsutil import atomic_write
 from ..link import Link
 from ..reconcile import apply
+from ..relink import Relink
 from ..results import checked_relative, pull_results
 from ..store import UNKNOWN, JobRecord, Store, new_job_id
 from ..verbs import RUN_VALUE_USAGE
@@ -115,16 +116,21 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
 def _stream(link: Link, store: Store, record: JobRecord) -> int:
     """Off a terminal: the job's output on stdout as it comes, then its status."""
     writer = output.LogWriter(sys.stdout.buffer, raw=False)
+    relink = Relink(link, what=f"streaming job {record.short_id}", resume_hint=f"`p logs -f {record.short_id}`")
+
+    def copy(link: Link) -> None:
+        for chunk in link.agent.stream_log(record.id, writer.written, follow=True):
+            writer.write(chunk)
+
     interrupted = False
     while True:
         try:
-            for chunk in link.agent.stream_log(record.id, writer.written, follow=True):
-                writer.write(chunk)
+            relink.follow(copy)
             break
         except BrokenPipeError:
             # Whoever read the output is gone (`p -- yes | head`): as with
             # ssh, the job ends too.
-            link.agent.request(Op.STOP, id=record.id, grace=2.0, blocking=True)
+            relink.link.agent.request(Op.STOP, id=record.id, grace=2.0, blocking=True)
             raise
         except KeyboardInterrupt:
             # First Ctrl+C goes to the job, as in a terminal; a second one
@@ -133,13 +139,13 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
                 output.say(f"p: left job {record.short_id} running; `p logs -f {record.short_id}` follows it")
                 return 130
             interrupted = True
-            link.agent.request(Op.INTERRUPT, id=record.id)
+            relink.link.agent.request(Op.INTERRUPT, id=record.id)
     writer.finish()
-    view = link.agent.request(Op.WAIT, id=record.id, blocking=True)["job"]
+    view = relink.follow(lambda link: link.agent.request(Op.WAIT, id=record.id, blocking=True))["job"]
     record = apply(record, view)
     store.save(record)
-    pulled = pull_results(link, record)
-    link.close()
+    pulled = pull_results(relink.link, record)
+    relink.link.close()
     if record.status == State.LOST.value:
         if view is not None and view.get("reason"):
             raise PError(f"job {record.short_id} is lost: {view['reason']}", exit_code=255)

@@ -8,13 +8,17 @@ from p_protocol.wire import Op
 from .. import output
 from ..errors import PError
 from ..joblink import open_job
+from ..relink import Relink
 from ..results import checked_relative, exit_status, pull_results
 
 
 def wait(job: str, pull: list[str] | None = None) -> int:
     extra = [checked_relative(path) for path in pull or []]  # before waiting, maybe for hours
     with open_job(job) as opened:
-        view = opened.link.agent.request(Op.WAIT, id=opened.record.id, blocking=True)["job"]
+        short = opened.record.short_id
+        relink = Relink(opened.link, what=f"waiting for job {short}", resume_hint=f"`p wait {short}`")
+        view = relink.follow(lambda link: link.agent.request(Op.WAIT, id=opened.record.id, blocking=True))["job"]
+        opened.link = relink.link
         record = opened.save(view)
         if view is None:
             raise PError(f"worker {record.worker} has no trace of job {record.short_id}", exit_code=255)
