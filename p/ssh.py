@@ -117,7 +117,7 @@ class Transport:
 
     def ensure_master(self) -> None:
         """A master for this worker. Each master listens on a socket of its
-        own (``cm-<key>-<nonce>``) and ``cm-<key>``, which every other ssh
+        own (``cm-<key[:10]><nonce>``) and ``cm-<key>``, which every other ssh
         names, is a symlink to the current one: so a master that went mute
         (a cut link) can be put aside for a new one (``retire_master``)
         while the sessions it carries (another terminal's `p logs -f`) go
@@ -133,7 +133,7 @@ class Transport:
             if self.master_alive():
                 return
             self._remove_dead_sockets()
-            socket_path = f"{self.control_path}-{os.urandom(4).hex()}"
+            socket_path = os.path.join(self.runtime, self._master_prefix + os.urandom(3).hex())
             # -f backgrounds the master once it is authenticated; its stderr
             # goes to a file because a pipe would be held open by the master
             # forever. Once in the background it logs only to -E's file, at
@@ -153,6 +153,13 @@ class Transport:
             os.symlink(os.path.basename(socket_path), link)
             os.replace(link, self.control_path)  # atomic: no ssh sees no master
 
+    @property
+    def _master_prefix(self) -> str:
+        """Names this worker's masters' sockets (and the symlink): no longer
+        than ``cm-<key>``, for a socket path has ~100 bytes and ssh adds 17
+        while it binds."""
+        return f"cm-{self.key[:10]}"
+
     def retire_master(self) -> None:
         """Put the current master aside: new commands get a new one, while
         the sessions it carries go on (it exits when they end and it has
@@ -168,9 +175,8 @@ class Transport:
         multiplexing, forever."""
         import socket
 
-        prefix = os.path.basename(self.control_path)
         for name in os.listdir(self.runtime):
-            if not (name == prefix or name.startswith(prefix + "-")):
+            if not name.startswith(self._master_prefix):
                 continue
             path = os.path.join(self.runtime, name)
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
