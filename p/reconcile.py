@@ -46,6 +46,8 @@ def apply(record: JobRecord, view: dict[str, Any] | None) -> JobRecord:
     record.reason = view.get("reason")
     if view.get("engine_id") is not None:
         record.engine_id, record.node_list = view["engine_id"], view.get("node_list")
+    if view.get("rusage") is not None:
+        record.rusage = view["rusage"]
     started, ended = view.get("started_at"), view.get("ended_at")
     took = float(ended) - float(started) if started is not None and ended is not None else None
     if took is not None and math.isfinite(took):  # two finite times may still be infinitely apart

@@ -59,7 +59,7 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("sync_bytes", "count", optional=True, nullable=True),
           F("rerun_of", "id", optional=True, nullable=True), F("reason", "str", optional=True, nullable=True),
           F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True),
-          *SPEC)
+          F("rusage", "rusage", optional=True, nullable=True), *SPEC)
 # Fields that may hold null (the others take their default when absent).
 NULLABLE = frozenset(field.name for field in RECORD if field.nullable and field.name not in SPEC_NAMES)
 RECORD_NAMES = frozenset(field.name for field in RECORD)
@@ -92,7 +92,8 @@ class JobRecord:
                  synced: bool = True, checked_at: float = 0.0, spare: str | None = None,
                  workdir: str | None = None, sync_files: int | None = None, sync_bytes: int | None = None,
                  rerun_of: str | None = None, reason: str | None = None,
-                 engine_id: str | None = None, node_list: str | None = None) -> None:
+                 engine_id: str | None = None, node_list: str | None = None,
+                 rusage: dict[str, float | int | None] | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -121,6 +122,9 @@ class JobRecord:
         self.reason = reason
         self.engine_id = engine_id
         self.node_list = node_list
+        # What its processes used, as the worker measured it once it ended
+        # (p_protocol.wire.RUSAGE); None until then, or where it could not.
+        self.rusage = rusage
 
     @property
     def command(self) -> str:

@@ -94,6 +94,7 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "spec": ("a job spec", lambda v: _fits(SPEC, v)),
     "state": ("a job state", lambda v: v in {state.value for state in State}),
     "job": ("a job", lambda v: _fits(JOB, v)),
+    "rusage": ("a job's resource use", lambda v: _fits(RUSAGE, v)),
     "jobs": ("an object of job ids to jobs or null", lambda v: isinstance(v, dict) and all(
         _is_id(k) and (j is None or _fits(JOB, j)) for k, j in v.items())),
 }
@@ -130,9 +131,16 @@ SPEC = tuple(F(name, kind, optional=default is not REQUIRED, nullable=default is
 # ``reason``: why a `queued` job waits, or why a `lost` job's end was not
 # recorded, when the worker knows; ``engine_id``, ``node_list``: the job's id in
 # its engine and where it runs, for engines that schedule (Slurm).
+# ``rusage``: what its processes used, once it ended, where the worker
+# measured it (agent/p_agent/rusage.py).
 JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
        F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "str", optional=True, nullable=True),
-       F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True))
+       F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True),
+       F("rusage", "rusage", optional=True, nullable=True))
+# A finished job's resource use: seconds from start to end, CPU seconds of its
+# processes in user mode and in the kernel, and the peak resident memory of
+# its largest process in bytes (null: the worker could not tell).
+RUSAGE = (F("wall", "seconds"), F("user", "seconds"), F("sys", "seconds"), F("max_rss", "count", nullable=True))
 
 SPECS: dict[Op, Spec] = {
     Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),
@@ -257,7 +265,9 @@ def table() -> str:
         rows.append(f"| `{op.value}` | {fields(spec.request)} | {reply} | {spec.doc} |")
     job = ", ".join(f"`{field}`" for field in JOB)
     spec = ", ".join(f"`{field}`" for field in SPEC)
-    return "\n".join(rows) + f"\n\nA `job` is an object with {job}.\n\nA `spec` is an object with {spec}."
+    rusage = ", ".join(f"`{field}`" for field in RUSAGE)
+    return "\n".join(rows) + (f"\n\nA `job` is an object with {job}.\n\nA `spec` is an object with {spec}."
+                              f"\n\nA `rusage` is an object with {rusage}.")
 
 
 if __name__ == "__main__":

@@ -217,3 +217,14 @@ def test_sbatch_resources_from_the_job_spec() -> None:
     spec = JobSpec("true", gpus=2, cpus=4, mem=(1 << 30) + 1, nodes=3, timeout=61.0)
     assert sbatch_resources(spec) == ["--gpus=2", "--cpus-per-task=4", "--mem=1025M", "--nodes=3", "--time=2"]
     assert sbatch_resources(JobSpec("true")) == []
+
+
+def test_cpu_seconds_come_from_the_shells_times_around_the_job() -> None:
+    from p_agent.rusage import children_cpu
+
+    dash = "0m0.004000s 0m0.001000s\n0m0.010000s 0m0.020000s\n0m0.005000s 0m0.002000s\n1m2.510000s 0m0.520000s\n"
+    assert children_cpu(dash) == (62.5, 0.5)
+    busybox = "0m 0.00s 0m 0.00s\n0m 0.01s 0m 0.00s\n0m 0.00s 0m 0.00s\n0m 3.01s 0m 0.40s\n"
+    assert children_cpu(busybox) == (3.0, 0.4)
+    assert children_cpu("0m0.004s 0m0.001s\n0m0.010s 0m0.020s\n") is None  # the job's script died first
+    assert children_cpu(None) is None and children_cpu("garbage") is None

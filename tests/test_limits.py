@@ -91,3 +91,29 @@ def test_a_job_that_ends_before_its_timeout_leaves_no_watchdog(p1: PClient) -> N
     assert record["status"] == "done" and record["timeout"] == 3607
     assert eventually(lambda: not worker_processes(p1, "w1", "sleep 3607"))
     assert "timeout" not in _of(_events(p1), str(record["id"]))
+
+
+# Allocates (and touches) 210 MiB, holds it a moment, then burns CPU in the shell.
+HUNGRY = ("python3 -c 'import time; held = b\"x\" * (210 << 20); time.sleep(1.5)'; "
+          "i=0; while [ $i -lt 200000 ]; do i=$((i + 1)); done")
+
+
+def test_a_finished_job_records_what_its_processes_used(p1: PClient) -> None:
+    result = p1("-n", "--", HUNGRY)
+    assert result.returncode == 0, result.stderr
+    detached = p1("-n", "-d", "--", HUNGRY, check=True).stdout.strip()
+    assert p1("wait", detached).returncode == 0
+    records = p1.jobs()
+    assert len(records) == 2
+    for record in records:
+        used = record["rusage"]
+        assert isinstance(used, dict), record
+        assert 210 << 20 < used["max_rss"] < 1 << 30
+        assert used["user"] > 0 and used["sys"] >= 0
+        assert used["wall"] >= 1.5 and used["wall"] <= record["duration"] + 1
+        job = job_dir(p1.worker_home("w1"), str(record["id"]))
+        assert int((job / JobFile.PEAK_RSS).read_text()) == used["max_rss"]
+    # A job too short for any sample: CPU and wall, and no made-up peak.
+    p1("-n", "--", "true", check=True)
+    (quick,) = [record for record in p1.jobs() if record["command"] == "true"]
+    assert quick["rusage"]["max_rss"] is None or quick["rusage"]["max_rss"] > 0

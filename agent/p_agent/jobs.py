@@ -20,7 +20,7 @@ from p_protocol.jobspec import JobSpec, env_script
 from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 from p_protocol.states import State
 
-from . import events, scratch
+from . import events, rusage, scratch
 from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .spares import Spares, copy_tree
@@ -214,6 +214,8 @@ class Jobs:
             view["reason"] = verdict.reason or (_why_lost(job_dir) if state is State.LOST else None)
         if verdict.engine_id is not None:
             view.update(engine_id=verdict.engine_id, node_list=verdict.node_list)
+        if exit_code is not None:
+            view["rusage"] = rusage.measured(job_dir, started_at, ended_at)
         return view
 
     def views(self, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:

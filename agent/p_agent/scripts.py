@@ -48,6 +48,10 @@ from p_protocol.layout import END_FILE_SIZE, JobFile
 #   swallows, so no screen shows it) travels the same way as the job's
 #   output: once it is in output.log, all of the job's output is before it,
 #   and that length goes to `log_end`, so readers leave out marker and banner.
+# - `times` just before the job and just after it (the shell's builtin, so
+#   no process of its own): the children's line grows by the CPU time of the
+#   job's processes (see rusage.py). Not with a launcher (srun), whose
+#   processes run elsewhere.
 # - The job's end goes to the worker's event log (events.py) as one short
 #   line of numbers and hex, appended in one write, before `exitcode`: no
 #   client can act on the end (`p rm`) before it is logged.
@@ -73,8 +77,8 @@ now() {{
     echo "$t"
 }}
 trap : INT
-{watchdog}{start}
-[ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
+{watchdog}{times_before}{start}
+{times_after}[ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
 [ ! -f "$job/{timed_out}" ] || code=124
 rm -f "$job/{secrets}"
 end=$(now)
@@ -223,6 +227,8 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
         record_fn=record_fn(),
         watchdog=watchdog,
         timed_out=JobFile.TIMED_OUT,
+        times_before="" if launcher else f'times > "$job/{JobFile.CPU_TIMES}"\n',
+        times_after="" if launcher else f'times >> "$job/{JobFile.CPU_TIMES}"\n',
         start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
                            load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS),
                            launcher="".join(word + " " for word in launcher or [])),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Container
 from shlex import quote
@@ -16,6 +17,7 @@ from p_protocol.layout import JobFile, Layout
 from . import scripts
 from .executor import EngineError, JobStart, Verdict
 from .files import parse_float, poll_intervals, read_file, write_file
+from .rusage import PeakSampler
 
 COMMAND_IN_STATUS = 40
 # How long a signal waits for a job started that instant to write its pgid.
@@ -145,11 +147,23 @@ class TmuxExecutor:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.tmux = Tmux(layout)
+        self.sampling = 0  # the pid whose sampler runs
+        self.sampling_lock = threading.Lock()
 
     def setup(self) -> None:
         self.tmux.write_conf()
 
+    def _watch_memory(self) -> None:
+        """Jobs run on this host: their memory can be sampled (rusage.py).
+        Started by the process that serves (a thread does not survive the
+        daemon's fork), at its first look at the jobs."""
+        with self.sampling_lock:
+            if self.sampling != os.getpid():
+                self.sampling = os.getpid()
+                PeakSampler(self.layout).start()
+
     def start(self, job: JobStart) -> None:
+        self._watch_memory()
         session = session_name(job.job_id)
         path = os.path.join
         write_file(path(job.job_dir, "tmux_session"), session)
@@ -162,6 +176,7 @@ class TmuxExecutor:
                               "exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT)))
 
     def alive(self) -> _Sessions:
+        self._watch_memory()
         return _Sessions(self.tmux.sessions(), self.layout)
 
     def verdict(self, job_id: str, alive: Container[str]) -> Verdict:
