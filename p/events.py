@@ -90,11 +90,13 @@ class Event:
         return what
 
 
-def append(event: str, job_id: str, worker: str, status: str | None = None, exit_code: int | None = None) -> None:
+def append(event: str, job_id: str, worker: str, status: str | None = None, exit_code: int | None = None,
+           reason: str | None = None) -> None:
     """Log one transition. A log that cannot be written is said, never
     fatal: the job matters more than its log line."""
     line = json.dumps({"time": round(time.time(), 3), "event": event, "id": job_id, "worker": worker,
-                       "status": status, "exit_code": exit_code}, separators=(",", ":"), allow_nan=False)
+                       "status": status, "exit_code": exit_code, "reason": reason},
+                      separators=(",", ":"), allow_nan=False)
     data = (line + "\n").encode()
     path = paths.events_file()
     try:

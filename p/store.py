@@ -363,7 +363,7 @@ class Store:
                 self.damaged = [entry for entry in self.damaged if entry[0] != path]
                 event = _transition(None if was is None else was.status, record.status)
                 if event is not None:
-                    events.append(event, record.id, record.worker, record.status, record.exit_code)
+                    events.append(event, record.id, record.worker, record.status, record.exit_code, record.reason)
             self._write_index(jobs)
 
     def delete(self, job_id: str, event: str = "removed") -> None:
