@@ -34,14 +34,7 @@ def seconds(record: JobRecord, now: float) -> float | None:
 def job_json(record: JobRecord, now: float) -> dict[str, object]:
     """A job as every `--json` output shows it (one shape for all verbs,
     documented in docs/json.md: fields may be added, never changed)."""
-    return {"rusage": None, **record.to_dict(), "short_id": record.short_id, "duration": seconds(record, now)}
-
-
-def rusage(record: JobRecord) -> dict[str, float | int | None] | None:
-    """What the worker measured of the job's processes once it ended (wall,
-    user and system seconds, peak RSS bytes), or None where it did not."""
-    value = record.to_dict().get("rusage")
-    return value if isinstance(value, dict) else None
+    return {**record.to_dict(), "short_id": record.short_id, "duration": seconds(record, now)}
 
 
 def rusage_cells(record: JobRecord) -> tuple[str, str, str]:
@@ -50,7 +43,7 @@ def rusage_cells(record: JobRecord) -> tuple[str, str, str]:
     the job runs; never a made-up figure."""
     if not record.finished:
         return "-", "-", "-"
-    measured = rusage(record) or {}
+    measured = record.rusage or {}
     cpu = tuple(f"{value:.2f}s" if isinstance(value, (int, float)) else "unknown"
                 for value in (measured.get("user"), measured.get("sys")))
     peak = measured.get("max_rss")

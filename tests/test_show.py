@@ -18,7 +18,10 @@ from conftest import P_BIN, PClient
 from helpers import eventually, one_line_error, workdir
 
 from p.events import worker_events
+from p.output import rusage_cells
 from p.schema import markdown, problems
+from p.store import JobRecord
+from p_protocol.jobspec import JobSpec
 
 
 def _run_id(result: subprocess.CompletedProcess[str]) -> str:
@@ -73,9 +76,12 @@ def test_show_tells_everything_about_a_job_and_every_json_output_keeps_its_schem
                  "env         LEVEL=3", "secrets     TOKEN", "synced      2 file(s) sent"):
         assert line in text, text
     assert f"workdir     {shown['workdir']}" in text
-    # No figure is made up: the worker measured nothing the client was told of.
-    if shown["rusage"] is None:
-        assert "max rss     unknown" in text and "cpu user    unknown" in text
+    # What the worker measured, as it said it; what it could not is `unknown`.
+    rusage = shown["rusage"]
+    assert isinstance(rusage, dict) and problems(rusage, "rusage") == []
+    assert f"cpu user    {rusage['user']:.2f}s" in text and f"cpu sys     {rusage['sys']:.2f}s" in text
+    assert f"wall        {rusage['wall']:.2f}s" in text
+    assert ("max rss     unknown" in text) == (rusage["max_rss"] is None)
 
     # A job without a sync says so; `p ls --json` holds every job to the schema.
     assert p1("-n", "--", "true").returncode == 0
@@ -85,8 +91,11 @@ def test_show_tells_everything_about_a_job_and_every_json_output_keeps_its_schem
         assert problems(entry, "job") == []
     unsynced = next(entry for entry in listed if entry["command"] == "true")
     assert unsynced["synced"] is False and unsynced["sync_files"] is None
-    wide = p1("ls", "--wide", check=True).stdout
-    assert "CPU USER" in wide and "MAX RSS" in wide
+    wide = p1("ls", "--wide", check=True).stdout.splitlines()
+    assert wide[0].split() == ["ID", "WORKER", "CWD", "COMMAND", "STATUS", "DURATION", "CPU", "USER", "CPU", "SYS",
+                               "MAX", "RSS"]
+    row = next(line for line in wide if line.startswith(str(job["id"])[:8]))
+    assert f"{rusage['user']:.2f}s" in row and f"{rusage['sys']:.2f}s" in row
 
     workers = json.loads(p1("worker", "ls", "--json", check=True).stdout)
     assert [problems(entry, "worker") for entry in workers] == [[]]
@@ -262,3 +271,14 @@ def test_a_workers_damaged_event_lines_are_skipped_with_one_warning(capsys: pyte
     assert offset == 237  # every byte read: the next follow starts there
     (warning,) = capsys.readouterr().err.splitlines()
     assert warning == "p: skipped 3 damaged line(s) of worker w9's ~/.p/events.jsonl (line 2, 5, 7)"
+
+
+def test_resource_use_is_shown_as_measured_and_never_made_up() -> None:
+    record = JobRecord(id="cd" * 16, worker="w1", cwd="~", spec=JobSpec("true"), status="done", exit_code=0)
+    assert rusage_cells(record) == ("unknown", "unknown", "unknown")  # an older worker measured nothing
+    record.rusage = {"wall": 2.5, "user": 1.25, "sys": 0.5, "max_rss": None}
+    assert rusage_cells(record) == ("1.25s", "0.50s", "unknown")  # peak memory: the worker could not tell
+    record.rusage["max_rss"] = 210 << 20
+    assert rusage_cells(record) == ("1.25s", "0.50s", "210 MiB")
+    record.status = "running"
+    assert rusage_cells(record) == ("-", "-", "-")

@@ -64,7 +64,7 @@ def _asked(store: Store, record: JobRecord) -> tuple[JobRecord, list[Event]]:
 def _lines(record: JobRecord, now: float) -> list[tuple[str, str]]:
     spec = record.spec
     user, system, peak = output.rusage_cells(record)
-    wall = (output.rusage(record) or {}).get("wall")
+    wall = (record.rusage or {}).get("wall")
     lines = [("job", record.id), ("command", spec.command), ("worker", record.worker),
              ("state", output.status_text(record)),
              ("exit status", "-" if record.exit_code is None else str(record.exit_code)),
