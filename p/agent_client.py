@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 CONNECT_TIMEOUT = 15.0
+# How long one `wait` request may wait on the worker before it answers.
+WAIT_SLICE = 30.0
 CHUNK = 64 * 1024
 
 
@@ -88,16 +90,34 @@ class AgentClient:
         except ProtocolError as exc:
             raise PError(f"worker {self.worker} sent a malformed reply: {exc}") from None
 
-    def request(self, op: Op, *, blocking: bool = False, **fields: Any) -> dict[str, Any]:
-        """One request and its reply; ``blocking`` ones may take forever."""
+    def request(self, op: Op, *, blocking: bool = False, deadline: float | None = None,
+                **fields: Any) -> dict[str, Any]:
+        """One request and its reply, within ``deadline`` seconds (by default
+        a quick request's); ``blocking`` ones (a copy of unknown size) may
+        take forever."""
+        if deadline is None:
+            deadline = None if blocking else self.timeout * 4
         try:
-            reply = self._exchange(op, fields, None if blocking else self.timeout * 4)
+            reply = self._exchange(op, fields, deadline)
         except AgentGone:
             raise PError(f"lost the connection to worker {self.worker}; jobs keep running there, "
                          "`p ls` shows their state once it is back", exit_code=LINK_LOST) from None
         if not _about_what_was_asked(fields, reply):
             raise PError(f"worker {self.worker} answered about other jobs than it was asked about")
         return reply
+
+    def wait(self, job_id: str) -> dict[str, Any] | None:
+        """The job once it has ended (None: the worker has no trace of it).
+        Asked in slices, each with a deadline: an agent that stops answering
+        is told from a job that runs for days."""
+        while True:
+            view = self.request(Op.WAIT, id=job_id, timeout=WAIT_SLICE, deadline=WAIT_SLICE + self.timeout * 4)["job"]
+            if view is None or State(view["state"]).finished:
+                return view
+
+    def stop(self, job_id: str, grace: float) -> dict[str, Any] | None:
+        """SIGTERM, SIGKILL after ``grace``: the job as it ended."""
+        return self.request(Op.STOP, id=job_id, grace=grace, deadline=grace + self.timeout * 4)["job"]
 
     def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
         """The job's output from ``offset``; with ``follow`` until it ends.
@@ -133,21 +153,30 @@ class AgentClient:
         except AgentGone:
             raise lost from None
         try:
-            conn.settimeout(None if blocking else self.timeout * 4)
+            # The reply comes at once from any agent; only the bytes after
+            # it may take as long as the job does.
+            conn.settimeout(self.timeout * 4)
             conn.sendall(encode(request(op, **fields)))
             header = reader.readline(MAX_LINE + 1)
             if not header:
                 raise lost
-            reply = decode(header)
+            try:
+                reply = decode(header)
+            except ProtocolError as exc:
+                raise PError(f"worker {self.worker} sent a malformed reply: {exc}") from None
             if reply.get("ok") is not True:
                 raise AgentRefused(f"worker {self.worker}: {_refusal(reply)}")
             self._checked(op, reply)
+            conn.settimeout(None if blocking else self.timeout * 4)
             while True:
                 data = reader.read1(CHUNK)
                 if not data:
                     return
                 yield data
-        except (OSError, ProtocolError):
+        except (TimeoutError, socket.timeout):
+            raise PError(f"worker {self.worker}'s agent did not answer in time; "
+                         "check the link and retry", exit_code=LINK_LOST) from None
+        except OSError:
             raise lost from None
         finally:
             reader.close()

@@ -83,6 +83,16 @@ class Sent:
         self.bytes = sent_bytes  # bytes over the link, protocol included
 
 
+class NoSpace(PError):
+    """The receiving side's disk filled during a transfer."""
+
+
+def no_space_on_worker(worker: str, directory: str) -> NoSpace:
+    return NoSpace(f"no space left on {worker} under {directory}; free some (`p rm` finished jobs, "
+                   f"`p worker clean {worker}`) or move its workdirs to a bigger disk "
+                   f"(`p worker set {worker} --scratch PATH`), then run again")
+
+
 def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool) -> Sent | None:
     """Copy ``source_dir`` into ``dest_dir`` on the worker.
 
@@ -99,7 +109,8 @@ def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | 
     elif copy_dest is not None:
         argv.append(f"--copy-dest={copy_dest}")
     return _run(transport, argv, [source_dir.rstrip("/") + "/", remote_spec(transport, dest_dir + "/")],
-                f"syncing to {transport.worker.name}")
+                f"syncing to {transport.worker.name}",
+                no_space_on_worker(transport.worker.name, os.path.dirname(dest_dir.rstrip("/"))))
 
 
 def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
@@ -109,10 +120,13 @@ def pull(transport: Transport, remote_path: str, local_dest: str) -> None:
         local_dest = "./" + local_dest
     argv = ["rsync", "-a", "-s", "-e", transport.rsync_shell()]
     _run(transport, argv, [remote_spec(transport, remote_path), local_dest],
-         f"pulling from {transport.worker.name}")
+         f"pulling from {transport.worker.name}",
+         NoSpace(f"no space left here under {os.path.abspath(local_dest)}; free some and pull again"))
 
 
-def _run(transport: Transport, argv: list[str], paths: list[str], label: str) -> Sent | None:
+def _run(transport: Transport, argv: list[str], paths: list[str], label: str, full: NoSpace) -> Sent | None:
+    """rsync ``argv`` over ``paths``; ``full``: what to say when the
+    receiving side's disk filled."""
     show = sys.stderr.isatty()
     # A bar needs its total before the transfer, or its speed and ETA can
     # never settle: a dry run says what will be sent.
@@ -148,6 +162,8 @@ def _run(transport: Transport, argv: list[str], paths: list[str], label: str) ->
     code = process.wait()
     if code == 255 or "ssh:" in stderr or "Permission denied (" in stderr:
         raise transport.explain(stderr)
+    if code != 0 and "No space left on device" in stderr:
+        raise full
     if code != 0:
         lines = [line for line in stderr.splitlines() if line.strip()]
         raise PError(f"rsync failed (exit {code}) {label}: {lines[-1] if lines else 'no reason given'}")

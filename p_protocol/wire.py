@@ -158,7 +158,9 @@ SPECS: dict[Op, Spec] = {
                    "`spare`: copy the synced workdir for the next job; `secrets`: the values of the "
                    "spec's secrets, which are never stored"),
     Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
-    Op.WAIT: Spec((ID,), (F("job", "job", nullable=True),), "reply once the job has ended"),
+    Op.WAIT: Spec((ID, F("timeout", "seconds", optional=True, nullable=True)), (F("job", "job", nullable=True),),
+                  "reply once the job has ended, or after `timeout` seconds with the job as it is then (so a "
+                  "client can tell a long job from an agent that no longer answers)"),
     Op.LOGS: Spec((ID, F("offset", "count"), F("follow", "bool")), (F("size", "count"),),
                   "the job's output from `offset`, raw bytes after the reply; `follow`: until it ends",
                   streams=True),

@@ -235,10 +235,14 @@ class Jobs:
         job = self.view(job_id)
         return job is None or not _active(job)
 
-    def wait(self, job_id: str) -> dict[str, Any] | None:
-        """Block until the job has an exit code or is lost."""
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any] | None:
+        """Block until the job has an exit code or is lost, or for at most
+        ``timeout`` seconds; the job as it is then."""
+        give_up = None if timeout is None else time.monotonic() + timeout
         for count, delay in enumerate(poll_intervals()):
             if self.has_ended(job_id, ask_engine=count % ASK_ENGINE_EVERY == 0):
+                return self.view(job_id)
+            if give_up is not None and time.monotonic() >= give_up:
                 return self.view(job_id)
             time.sleep(delay)
         raise AssertionError("unreachable")

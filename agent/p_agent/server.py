@@ -77,7 +77,7 @@ class Agent:
         return ok(jobs=self.jobs.views(request["ids"]))
 
     def on_wait(self, request: dict[str, Any]) -> dict[str, Any]:
-        return ok(job=self.jobs.wait(request["id"]))
+        return ok(job=self.jobs.wait(request["id"], request["timeout"]))
 
     def on_logs(self, request: dict[str, Any], out: BinaryIO) -> Streamed:
         self._stream_log(request["id"], request["offset"], request["follow"], out)

@@ -75,12 +75,15 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         try:
             sent = sync.push(link.transport, cwd, record.workdir,
                              None if reused else _previous_workdir(link, store, record), exact=reused)
-        except BaseException:
+        except BaseException as exc:
             # No job will own this workdir: do not leave it behind.
             try:
+                full = _full_disk(link, exc)
                 link.agent.request(Op.REMOVE, id=record.id, force=True)
             except PError:
-                pass
+                full = None
+            if full is not None:
+                raise sync.no_space_on_worker(worker, full) from None
             raise
         if sent is not None:
             record.sync_files, record.sync_bytes = sent.files, sent.bytes
@@ -130,7 +133,7 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
         except BrokenPipeError:
             # Whoever read the output is gone (`p -- yes | head`): as with
             # ssh, the job ends too.
-            relink.link.agent.request(Op.STOP, id=record.id, grace=2.0, blocking=True)
+            relink.link.agent.stop(record.id, grace=2.0)
             raise
         except KeyboardInterrupt:
             # First Ctrl+C goes to the job, as in a terminal; a second one
@@ -141,7 +144,7 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
             interrupted = True
             relink.link.agent.request(Op.INTERRUPT, id=record.id)
     writer.finish()
-    view = relink.follow(lambda link: link.agent.request(Op.WAIT, id=record.id, blocking=True))["job"]
+    view = relink.follow(lambda link: link.agent.wait(record.id))
     record = apply(record, view)
     store.save(record)
     pulled = pull_results(relink.link, record)
@@ -151,6 +154,15 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
             raise PError(f"job {record.short_id} is lost: {view['reason']}", exit_code=255)
         raise PError(output.summary(record).removeprefix("p: "), exit_code=255)
     return results.exit_status(record, pulled)
+
+
+def _full_disk(link: Link, failure: BaseException) -> str | None:
+    """Where the worker's workdirs live, if a failed sync filled that disk:
+    rsync says so, or only of a broken pipe (its receiver died of it)."""
+    if not isinstance(failure, PError):
+        return None
+    scratch = link.agent.request(Op.SCRATCH, path=None)
+    return scratch["path"] if isinstance(failure, sync.NoSpace) or scratch["free"] < 1 << 20 else None
 
 
 def _job_spec(command: str, flags: list[tuple[str, str]]) -> tuple[JobSpec, dict[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from p_protocol.states import State
-from p_protocol.wire import Op
 
 from .. import output
 from ..errors import PError
@@ -14,7 +13,7 @@ def stop(job: str, grace: float) -> int:
     with open_job(job) as opened:
         was = opened.record.status
         # SIGTERM, then SIGKILL after `grace`: the reply may take that long.
-        view = opened.link.agent.request(Op.STOP, id=opened.record.id, grace=grace, blocking=True)["job"]
+        view = opened.link.agent.stop(opened.record.id, grace)
         record = opened.save(view)
     if view is None:
         raise PError(f"worker {record.worker} has no trace of job {record.short_id}")

@@ -3,8 +3,6 @@ back; exit with its status."""
 
 from __future__ import annotations
 
-from p_protocol.wire import Op
-
 from .. import output
 from ..errors import PError
 from ..joblink import open_job
@@ -17,7 +15,7 @@ def wait(job: str, pull: list[str] | None = None) -> int:
     with open_job(job) as opened:
         short = opened.record.short_id
         relink = Relink(opened.link, what=f"waiting for job {short}", resume_hint=f"`p wait {short}`")
-        view = relink.follow(lambda link: link.agent.request(Op.WAIT, id=opened.record.id, blocking=True))["job"]
+        view = relink.follow(lambda link: link.agent.wait(opened.record.id))
         opened.link = relink.link
         record = opened.save(view)
         if view is None:
