@@ -12,6 +12,15 @@ class PError(Exception):
         self.exit_code = exit_code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached `p` running a job: raised where Ctrl+C would be, so
+    every clean-up path runs, and passed on to the job as SIGTERM."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 # What ssh exits with when it cannot reach the host or loses it: scripts tell
 # a link failure from the job's own failure by it.
 LINK_LOST = 255

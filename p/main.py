@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from .errors import PError
+from .errors import PError, Terminated
 from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, RUN_VALUE_USAGE, VERBS
 
 
@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             problem = _cwd_problem()
             if problem is not None:
                 raise PError(problem, exit_code=2)
+            import signal
+
             from .commands.run import run
+            from .errors import raise_terminated
+
+            signal.signal(signal.SIGTERM, raise_terminated)
 
             return run(options["worker"], options["words"],  # type: ignore[arg-type]
                        no_sync=bool(options["no_sync"]), detach=bool(options["detach"]),
@@ -113,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"p: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         # stdout's reader is gone: stop Python complaining when it flushes.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

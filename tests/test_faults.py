@@ -4,13 +4,18 @@ moment, many clients at once."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import secrets
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from conftest import PClient
-from helpers import eventually, one_line_error
+from conftest import P_BIN, PClient
+from helpers import eventually, one_line_error, worker_processes
 from test_trust_worker import give, small_filesystem, stop_agent
 
 from p_protocol import PROTOCOL, VERSION
@@ -104,3 +109,70 @@ def test_a_lying_agent_never_hangs_or_crashes_the_client(p1: PClient, how: str) 
     finally:
         liar.kill()
         liar.wait()
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed its own SIGTERM handler (p's main
+    does so for the run form before it connects)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True  # it has ended: nothing to wait for
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & 1 << (signal.SIGTERM - 1))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_any_moment_reaches_the_job_or_leaves_none(p1: PClient, signum: int) -> None:
+    """Ctrl+C or SIGTERM at ten random moments each, from connecting to
+    streaming: `p` exits as the signal says, without a traceback, and
+    nothing it started runs on."""
+    (p1.workdir / "data").write_bytes(os.urandom(1 << 20))  # a sync that takes a moment
+    seed = secrets.randbits(32)
+    moments = random.Random(seed)
+    for attempt in range(10):
+        marker = f"p-signal-{secrets.token_hex(4)}"
+        process = subprocess.Popen([P_BIN, "--", f"echo started; sleep 60; : {marker}"], env=p1.env,
+                                   cwd=p1.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        eventually(lambda pid=process.pid: _handles_sigterm(pid), timeout=10, interval=0.005)
+        delay = moments.uniform(0, 1.5)
+        time.sleep(delay)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+        where = f"seed {seed}, attempt {attempt}, {delay:.2f}s: {out!r} {err!r}"
+        assert process.returncode == 128 + signum, where
+        assert "Traceback" not in err, where
+        eventually(lambda marker=marker: not worker_processes(p1, "w1", marker), timeout=20)
+    assert "running" not in p1("ls", "--refresh", check=True).stdout
+
+
+def test_sixty_runs_to_three_workers_from_two_clients_lose_nothing(p1: PClient) -> None:
+    """Two client processes each start ten runs to each of three workers at
+    once, while `p ls` reads the store: no record lost, no id repeated, and
+    every `p ls` in the middle of it answers."""
+    p1.register("w2", check=True)
+    p1("worker", "register", "w1", "-n", "w3", "--ssh-config", p1.sshd.ssh_config, check=True)
+    for worker in ("w1", "w2", "w3"):
+        p1(worker, "-n", "--", "true", check=True)  # warm: the test is of the store, not of cold starts
+    before = {job["id"] for job in p1.jobs()}
+
+    def client() -> list[subprocess.Popen[str]]:
+        return [subprocess.Popen([P_BIN, worker, "-n", "-d", "--", "true"], env=p1.env, cwd=p1.workdir,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(10) for worker in ("w1", "w2", "w3")]
+
+    runs = client() + client()
+    listings = []
+    while any(run.poll() is None for run in runs):
+        listings.append(p1("ls", "--json"))
+    results = [(run.wait(timeout=240), *run.communicate()) for run in runs]
+    assert [err for code, _, err in results if code != 0] == []
+    ids = [out.strip() for _, out, _ in results]
+    assert len(set(ids)) == 60
+    assert listings and all(listing.returncode == 0 for listing in listings), [
+        listing.stderr for listing in listings if listing.returncode != 0][:2]
+    for listing in listings:
+        json.loads(listing.stdout)
+    every = json.loads(p1("ls", "--json", "--all", check=True).stdout)
+    assert {job["id"] for job in every} == before | set(ids)

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 
+from p_protocol import STOP_GRACE
 from p_protocol.jobspec import (
     ENV_NAME_RE,
     EnvFileError,
@@ -26,7 +27,7 @@ from p_protocol.wire import Op
 from .. import events, output, paths, results, sync
 from .. import link as link_module
 from ..agent_client import AgentRefused
-from ..errors import PError
+from ..errors import PError, Terminated
 from ..fsutil import atomic_write
 from ..link import Link
 from ..reconcile import apply
@@ -97,6 +98,11 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         started = link.agent.request(Op.START, id=record.id, spec=spec.to_json(), cwd=record.cwd,
                                      worker=worker, cols=cols, rows=rows, tty=tty, attach=tty and not detach,
                                      spare=record.spare, secrets=secrets)
+    except KeyboardInterrupt as exc:
+        # Ctrl+C or SIGTERM while the start was on its way: the job may
+        # run already, and must get it rather than run on unseen.
+        _halt(link, store, record, exc, starting=True)
+        raise
     except AgentRefused:
         store.delete(record.id, event="refused")  # nothing runs
         raise
@@ -105,15 +111,40 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         record.status = UNKNOWN
         store.save(record)
         raise
-    if started["job"]["state"] == State.RUNNING.value:
-        events.append("started", record.id, worker, State.RUNNING.value)
-    if detach:
-        print(record.id, flush=True)
-        return 0
+    try:
+        if started["job"]["state"] == State.RUNNING.value:
+            events.append("started", record.id, worker, State.RUNNING.value)
+        if detach:
+            print(record.id, flush=True)
+            return 0
+        if started["argv"] is None:
+            record = apply(record, started["job"])
+    except KeyboardInterrupt as exc:
+        _halt(link, store, record, exc, starting=False)
+        raise
     if started["argv"] is not None:
         link.close()
         return attach_session(link, record, started["argv"])
-    return _stream(link, store, apply(record, started["job"]))
+    return _stream(link, store, record)
+
+
+def _halt(link: Link, store: Store, record: JobRecord, signal: KeyboardInterrupt, *, starting: bool) -> None:
+    """Pass a Ctrl+C (SIGINT) or SIGTERM that reached `p` around the job's
+    start on to the job, and keep its record true. ``starting``: the start
+    request may not have reached the agent yet; it is looked for briefly."""
+    for _ in range(20 if starting else 1):
+        view = link.agent.request(Op.STATUS, ids=[record.id])["jobs"].get(record.id)
+        if view is not None:
+            break
+        time.sleep(0.1)
+    else:
+        store.delete(record.id, event="interrupted")  # it never started
+        return
+    if isinstance(signal, Terminated):
+        view = link.agent.stop(record.id, grace=STOP_GRACE) or view
+    else:
+        link.agent.request(Op.INTERRUPT, id=record.id)
+    store.save(apply(record, view))
 
 
 def _stream(link: Link, store: Store, record: JobRecord) -> int:
@@ -135,6 +166,10 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
             # ssh, the job ends too.
             relink.link.agent.stop(record.id, grace=2.0)
             raise
+        except Terminated:
+            # SIGTERM goes on to the job as `p stop` sends it; its last
+            # output and exit status are streamed as usual.
+            relink.link.agent.stop(record.id, grace=STOP_GRACE)
         except KeyboardInterrupt:
             # First Ctrl+C goes to the job, as in a terminal; a second one
             # leaves the job running and returns.
