@@ -32,6 +32,7 @@ test: install
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/run.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/agents.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/slurm.py
 
 agents:
 	bash build/build-agents.sh

@@ -77,6 +77,8 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/builtin
+# Schedule a batch job when it comes, not up to 3 s later (the default).
+SchedulerParameters=batch_sched_delay=0
 MpiDefault=none
 ReturnToService=2
 # A cancelled or timed-out job is killed 2 s after its SIGTERM, not 30.

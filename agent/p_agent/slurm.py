@@ -194,8 +194,12 @@ class SlurmExecutor:
             self.cached = None
 
     def verdict(self, job_id: str, alive: Container[str]) -> Verdict:
-        jobs = alive if isinstance(alive, SlurmJobs) else self.alive()
         job_dir = self.layout.job_dir(job_id)
+        if not isinstance(alive, SlurmJobs):
+            # Just submitted (the start's own view): queued, by definition;
+            # asking squeue now would only slow the start down.
+            return Verdict(State.QUEUED, None, engine_id_of(job_dir))
+        jobs = alive
         engine_id, job = jobs.lookup(job_id)
         nodes = (read_file(os.path.join(job_dir, JobFile.NODE_LIST)) or "").strip() or (job.nodes if job else None)
         nodes = _plain(nodes) if nodes else None
