@@ -93,7 +93,7 @@ def test_timeout_ends_the_job_as_timeout(ps: PClient) -> None:
     job_id = detached(ps, "-n", "--timeout", "2s", "--", "echo started; sleep 100")
     ps("wait", job_id, timeout=60)
     job = record(ps, job_id)
-    assert job["status"] == "timeout", job
+    assert job["status"] == "timeout" and job["exit_code"] == 124, job
     assert job["sbatch_args"] == [] and job["timeout"] == 2.0
     assert ps("logs", job_id, check=True).stdout.startswith("started")
 

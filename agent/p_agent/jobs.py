@@ -384,9 +384,8 @@ _NOT_YET = {"max_output": "--max-output", "gpus": "-g"}
 _SLURM_ONLY = {"cpus": "--cpus", "mem": "--mem", "nodes": "--nodes", "sbatch_args": "--sbatch-arg"}
 
 
-# What the Slurm engine honours of those (slurm.py): sbatch's --time and
-# --gpus, and its batch script's own watch of the exact timeout.
-_SLURM_HONOURS = {"timeout", "gpus"}
+# What the Slurm engine honours of those (slurm.py): sbatch's --gpus.
+_SLURM_HONOURS = {"gpus"}
 
 
 def _refuse_unsupported(spec: JobSpec, engine: str) -> None:

@@ -53,9 +53,6 @@ SLURM_ENDS = {"TIMEOUT": State.TIMEOUT, "DEADLINE": State.TIMEOUT, "CANCELLED": 
               "OUT_OF_MEMORY": State.LOST}
 # Slurm's reasons that say nothing.
 EMPTY_REASONS = frozenset({"", "None", "(null)"})
-# How long `p stop` leaves the job after SIGTERM before Slurm's SIGKILL, and
-# how long the job's own watch waits after its --timeout's SIGTERM.
-KILL_GRACE = 10
 
 
 class SlurmJob(NamedTuple):
@@ -146,7 +143,8 @@ class SlurmExecutor:
         sock = node_socket(job.job_id)
         write_file(path(job.job_dir, "run.sh"),
                    scripts.run_sh(job.job_id, job.job_dir, job.workdir, sock, self.layout.events_log,
-                                  tty=job.tty, expect_client=job.expect_client, launcher=launcher))
+                                  tty=job.tty, expect_client=job.expect_client, launcher=launcher,
+                                  timeout=spec.timeout))
         session = session_name(job.job_id)
         write_file(path(job.job_dir, "tmux_session"), session)
         write_file(path(job.job_dir, "batch.sh"), BATCH_SH.format(
@@ -155,7 +153,6 @@ class SlurmExecutor:
             session=quote(session), cols=max(job.cols, 20), rows=max(job.rows, 5), workdir=quote(job.workdir),
             run_sh=quote(path(job.job_dir, "run.sh")), status_left=quote(status_left(job, session)),
             capture=quote("exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT))),
-            watch=TIMEOUT_WATCH.format(seconds=f"{spec.timeout:.3f}", grace=KILL_GRACE) if spec.timeout else "",
             node_list=JobFile.NODE_LIST, exitcode=JobFile.EXIT_CODE, ended_at=JobFile.ENDED_AT,
             log_end=JobFile.LOG_END, output=JobFile.OUTPUT, engine_end=JobFile.ENGINE_END,
             events_log=quote(self.layout.events_log)))
@@ -266,8 +263,8 @@ def sbatch_resources(spec: object) -> list[str]:
     if nodes:
         options.append(f"--nodes={nodes}")
     if timeout:
-        # Slurm counts minutes and checks late: the job's own watch
-        # (TIMEOUT_WATCH) keeps the exact time, this is the backstop.
+        # Slurm counts minutes and checks late: run.sh's watchdog keeps
+        # the exact time (scripts.py), this is the backstop.
         options.append(f"--time={math.ceil(timeout / 60)}")
     return options
 
@@ -322,7 +319,7 @@ trap : INT
 trap : TERM
 printf '%s\n' "$SLURM_JOB_NODELIST" > "$job/{node_list}"
 mkdir -p "${{sock%/*}}"
-{watch}{tmux} -D </dev/null >/dev/null 2>&1 &
+{tmux} -D </dev/null >/dev/null 2>&1 &
 server=$!
 n=0
 until [ -S "$sock" ] || [ $n -ge 1000 ]; do sleep 0.01; n=$((n + 1)); done
@@ -347,20 +344,6 @@ fi
 code=1
 read -r code < "$job/{exitcode}"
 exit "$code"
-"""
-
-# The exact --timeout, which Slurm's --time (whole minutes, checked late)
-# only backs up: SIGTERM to the whole job, SIGKILL after the grace.
-TIMEOUT_WATCH = """\
-(
-    trap '' TERM
-    sleep {seconds}
-    [ -s "$job/exitcode" ] && exit 0
-    echo TIMEOUT > "$job/engine_end"
-    scancel --full --signal=TERM "$SLURM_JOB_ID"
-    sleep {grace}
-    scancel --full --signal=KILL "$SLURM_JOB_ID"
-) &
 """
 
 # Run on the login node by the client's `ssh -t`: waits for a queued job to
