@@ -187,7 +187,7 @@ def test_rerun_starts_the_same_job_again_with_this_directory_or_the_same_files(p
     (p1.workdir / "f.txt").write_text("one\n")
     p1.env["TOKEN"] = "first"
     command = 'cat f.txt; echo "$LEVEL $TOKEN"; cat runs 2>/dev/null; echo ran >> runs'
-    result = p1("-e", "LEVEL=3", "--secret", "TOKEN", "--", command)
+    result = p1("-e", "LEVEL=3", "--secret", "TOKEN", "--timeout", "1h", "--", command)
     assert result.stdout == "one\n3 first\n", result.stderr
     (first,) = p1.jobs()
     (p1.workdir / "f.txt").write_text("two, longer\n")  # rsync tells by size and mtime
@@ -201,7 +201,7 @@ def test_rerun_starts_the_same_job_again_with_this_directory_or_the_same_files(p
     third, second = p1.jobs()[:2]
     for job in (second, third):
         assert job["rerun_of"] == first["id"] and job["worker"] == "w1" and job["command"] == command
-        assert job["env"] == {"LEVEL": "3"} and job["secrets"] == ["TOKEN"]
+        assert job["env"] == {"LEVEL": "3"} and job["secrets"] == ["TOKEN"] and job["timeout"] == 3600
     assert third["sync_files"] is None and third["spare"] is None
     # The first job's files are its own still.
     assert (workdir(p1.worker_home("w1"), str(first["id"])) / "runs").read_text() == "ran\n"
@@ -212,6 +212,12 @@ def test_rerun_starts_the_same_job_again_with_this_directory_or_the_same_files(p
     assert len(p1.jobs()) == 3
     assert p1("rm", str(first["id"])).returncode == 0
     assert "no job matches" in one_line_error(p1("rerun", str(first["id"])))
+    # A job that synced nothing is re-run syncing nothing.
+    unsynced = _run_id(p1("-n", "-d", "--", "ls | wc -l"))
+    assert p1("wait", unsynced).returncode == 0
+    result = p1("rerun", unsynced)
+    assert result.returncode == 0 and result.stdout == "0\n", result.stderr
+    assert p1.jobs()[0]["synced"] is False and p1.jobs()[0]["rerun_of"] == unsynced
 
 
 def test_pull_copies_results_back_when_p_sees_the_job_end(p1: PClient, tmp_path: Path) -> None:

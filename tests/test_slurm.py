@@ -136,3 +136,15 @@ def test_sbatch_settings_are_checked_and_passed(p: PClient, slurm: SlurmCluster)
 def test_register_names_missing_slurm_tools(p: PClient, slurm: SlurmCluster) -> None:
     line = one_line_error(p.register("noslurm", "--slurm", "-n", "nocluster"))
     assert "sbatch" in line and "squeue" in line
+
+
+def test_rerun_on_slurm_passes_the_workers_sbatch_settings_once(p: PClient, slurm: SlurmCluster) -> None:
+    p.register("login", "--slurm", "-n", "cluster", "--sbatch-arg=--comment=from-worker", check=True)
+    result = p("-n", "-e", "X=1", "--", "echo $X", timeout=120)
+    assert result.returncode == 0 and result.stdout == "1\n", result.stderr
+    (first,) = p.jobs()
+    assert first["sbatch_args"] == ["--comment=from-worker"]
+    result = p("rerun", str(first["id"]), timeout=120)
+    assert result.returncode == 0 and result.stdout == "1\n", result.stderr
+    second = p.jobs()[0]
+    assert second["rerun_of"] == first["id"] and second["sbatch_args"] == ["--comment=from-worker"]

@@ -60,8 +60,9 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     store = Store()
     link = link_module.connect(worker_name)
     worker = link.worker.name
-    if link.worker.engine == "slurm":
-        spec.sbatch_args = link.worker.sbatch_options() + spec.sbatch_args
+    defaults = link.worker.sbatch_options() if link.worker.engine == "slurm" else []
+    if spec.sbatch_args[:len(defaults)] != defaults:  # a rerun's spec holds them already
+        spec.sbatch_args = defaults + spec.sbatch_args
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), spec=spec,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time())
     record.workdir, record.rerun_of = link.layout.workdir(record.id), rerun_of
