@@ -141,6 +141,47 @@ class Bench:
         chain_time = timed(["sh", "-c", chain], self.env)
         self.report("resync wall: p / rsync && ssh", p_time / chain_time, 1.2,
                     f"p {p_time:.2f} s, manual chain {chain_time:.2f} s")
+        self._resync_busy(tree, chain, spares)
+
+    def _resync_busy(self, tree: Path, chain: str, spares: Path) -> None:
+        """Resyncs that come faster than a spare is copied: back to back (the
+        next starts the moment the previous returns) and four at once from
+        the same directory. The first such runs teach the worker how many
+        spares the directory wants; the figures are of the runs after."""
+        def change() -> None:
+            (tree / "d0" / "f0.txt").write_text(f"changed at {time.time()}\n")
+
+        def at_once(argv: list[str], count: int, env: dict[str, str]) -> float:
+            change()
+            start = time.perf_counter()
+            runs = [subprocess.Popen(argv, env=env, cwd=str(tree), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+            for run in runs:
+                run.wait()
+            return time.perf_counter() - start
+
+        def settle() -> None:
+            deadline = time.monotonic() + 120
+            while [d for d in spares.glob("*") if ".tmp-" in d.name] and time.monotonic() < deadline:
+                time.sleep(0.2)
+
+        seconds = []
+        for _ in range(3):  # a pair: a run, and the next the moment it returns
+            for _ in range(2):
+                change()
+                seconds.append(timed([P, "--", "true"], self.env, cwd=str(tree)))
+            settle()
+        chain_time = median_time(["sh", "-c", chain], self.env)
+        self.report("resync back to back: p / chain", seconds[-1] / chain_time, 1.2,
+                    f"2nd of a pair: p {seconds[-1]:.2f} s (1st pair's: {seconds[1]:.2f} s), chain {chain_time:.2f} s")
+        for _ in range(2):  # the first round teaches the worker to keep four spares
+            at_once([P, "--", "true"], 4, self.env)
+            settle()
+        p_time = at_once([P, "--", "true"], 4, self.env)
+        settle()
+        chain_time = at_once(["sh", "-c", chain], 4, self.env)
+        self.report("resync 4 at once: p / 4 chains", p_time / chain_time, 1.2,
+                    f"slowest of 4: p {p_time:.2f} s, manual chain {chain_time:.2f} s")
 
     def ls_scale(self) -> None:
         jobs = self.home / "data" / "p" / "jobs"

@@ -35,18 +35,27 @@ class AgentClient:
         self.path = path
         self.worker = worker
         self.timeout = timeout
+        # Set when an exchange did not finish (a deadline, Ctrl+C): what is
+        # left on that connection may be an old reply, so the next request
+        # opens another.
+        self.broken = False
+        hello = self._connect()
+        self.home: str = hello["home"]
+        self.engine: str = hello["engine"]
+
+    def _connect(self) -> dict[str, Any]:
+        """A connection of this client's own, and the agent's hello on it."""
         self.conn, self.reader = self._open()
+        self.broken = False
         try:
-            hello = self._exchange(Op.HELLO, {}, timeout, check=False)
+            hello = self._exchange(Op.HELLO, {}, self.timeout, check=False)
             if hello.get("version") != VERSION or hello.get("protocol") != PROTOCOL:
                 # Another build: its messages may have other shapes.
                 raise AgentGone(f"agent {str(hello.get('version'))[:40]!r} answered, {VERSION} wanted")
-            hello = self._checked(Op.HELLO, hello)
+            return self._checked(Op.HELLO, hello)
         except (PError, AgentGone):
             self.close()
             raise
-        self.home: str = hello["home"]
-        self.engine: str = hello["engine"]
 
     def _open(self) -> tuple[socket.socket, Any]:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -64,7 +73,11 @@ class AgentClient:
 
     def _exchange(self, op: Op, fields: dict[str, Any], timeout: float | None, *,
                   check: bool = True) -> dict[str, Any]:
+        if self.broken:
+            self.close()
+            self._connect()
         self.conn.settimeout(timeout)
+        line = b""
         try:
             self.conn.sendall(encode(request(op, **fields)))
             line = self.reader.readline(MAX_LINE + 1)
@@ -73,6 +86,8 @@ class AgentClient:
                          "check the link and retry", exit_code=LINK_LOST) from None
         except OSError as exc:
             raise AgentGone(str(exc)) from None
+        finally:
+            self.broken = not line.endswith(b"\n")
         if not line:
             raise AgentGone("the connection closed")
         try:

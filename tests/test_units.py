@@ -195,6 +195,60 @@ def test_a_reply_about_another_job_is_refused(tmp_path: Path) -> None:
         server.close()
 
 
+def test_a_reply_left_behind_by_an_unfinished_exchange_is_never_read_as_the_next(tmp_path: Path) -> None:
+    """A request cut short (its deadline, Ctrl+C) leaves its reply to come on
+    that connection: the next request opens another, so it never takes that
+    reply (a `start`'s `job`) for its own (a `status`'s `jobs`)."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    from p.agent_client import AgentClient
+    from p_protocol import PROTOCOL, VERSION
+    from p_protocol.wire import Op, decode, encode
+
+    job = uuid.uuid4().hex
+    view = {"id": job, "state": "running", "started_at": 1.0, "ended_at": None, "exit_code": None,
+            "attachable": False}
+    path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
+
+    def serve(conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as stream, contextlib.suppress(OSError):  # the client left
+            for line in stream:
+                op = decode(line)["op"]
+                if op == "wait":
+                    time.sleep(0.5)  # answered late, after the client gave up
+                reply = {"hello": {"ok": True, "version": VERSION, "protocol": PROTOCOL, "home": "/h",
+                                   "engine": "tmux"},
+                         "wait": {"ok": True, "job": view},
+                         "status": {"ok": True, "jobs": {job: view}}}[op]
+                stream.write(encode(reply))
+                stream.flush()
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    client = AgentClient(path, "slow")
+    try:
+        with pytest.raises(PError, match="did not answer in time"):
+            client.request(Op.WAIT, id=job, deadline=0.1)
+        time.sleep(0.6)  # the late reply is there now, on the old connection
+        assert client.request(Op.STATUS, ids=[job])["jobs"] == {job: view}
+    finally:
+        client.close()
+        server.close()
+
+
 def test_a_job_spec_round_trips_and_refuses_what_it_does_not_declare() -> None:
     from p_protocol.jobspec import parse_duration, parse_size
 
