@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from .errors import PError, Terminated
 from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, RUN_VALUE_USAGE, VERBS
@@ -115,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return dispatch(argv)
     except PError as exc:
         if debug:
+            import traceback  # only here: 3 ms of every command's start otherwise
+
             traceback.print_exc()
         print(f"p: {exc.message}", file=sys.stderr)
         return exc.exit_code
