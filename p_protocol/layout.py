@@ -30,6 +30,7 @@ class JobFile:
     TIMED_OUT = "timeout"  # present when the job's --timeout ended it (run.sh's watchdog)
     CPU_TIMES = "times"  # the shell's `times` before the job and after it: its CPU seconds
     PEAK_RSS = "peak_rss"  # bytes: the largest resident set of its processes the agent saw
+    CAPTURE = "capture.awk"  # with --max-output: what feeds output.log (tmux's pipe), to the cap
     ENV = "env"  # `export NAME='value'` lines the job's script sources (jobspec.py)
     # The same for secrets: deleted once the job has read it, at the latest
     # when the job ends or is stopped, so no secret outlives its job.

@@ -245,3 +245,15 @@ def test_an_attached_job_past_its_timeout_exits_124(screen: Screen) -> None:
     assert re.search(r"p: job [0-9a-f]{8} timed out \[exit 124\]", after)
     (record,) = screen.p.jobs()
     assert record["status"] == "timeout" and record["exit_code"] == 124 and record["timeout"] == 2
+
+
+def test_an_attached_job_past_its_output_cap_runs_on_and_its_log_says_what_was_dropped(screen: Screen) -> None:
+    window = screen.start("-n", "--max-output", "100", "--", "for i in $(seq 100); do echo line-$i; done; exit 4")
+    screen.wait_for(window, "line-100")  # the screen shows everything; only the log is capped
+    screen.wait_for(window, r"--- Job done \[exit 4\]")
+    screen.keys(window, "x")
+    screen.wait_for(window, r"p-exit=4")
+    (record,) = screen.p.jobs()
+    shown = screen.p("logs", str(record["id"])).stdout
+    assert shown.startswith("line-1\nline-2\n") and "line-100" not in shown
+    assert shown.endswith("[p: output capped by --max-output: kept the first 100 bytes, dropped 792 more]\n")

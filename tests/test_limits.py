@@ -117,3 +117,39 @@ def test_a_finished_job_records_what_its_processes_used(p1: PClient) -> None:
     p1("-n", "--", "true", check=True)
     (quick,) = [record for record in p1.jobs() if record["command"] == "true"]
     assert quick["rusage"]["max_rss"] is None or quick["rusage"]["max_rss"] > 0
+
+
+# 50 MiB of "0123456789\n" lines, then the job goes on: it makes a file and exits 3.
+FLOOD = "yes 0123456789 | head -c 52428800; echo; touch went-on; exit 3"
+# What reaches the pane: each "\n" as "\r\n" (a terminal's), 4766254 whole lines
+# plus the partial one that `echo` ends.
+FLOOD_PANE_BYTES = 52428800 + 52428800 // 11 + 2
+CAP = 10 << 20
+
+
+def test_output_stops_at_the_cap_with_one_line_saying_what_was_dropped(p1: PClient) -> None:
+    job_id = p1("-n", "-d", "--max-output", "10M", "--", FLOOD, check=True).stdout.strip()
+    p1.close_masters()  # nobody watches while it floods
+    job = job_dir(p1.worker_home("w1"), job_id)
+    eventually(lambda: (job / JobFile.EXIT_CODE).exists(), timeout=120)
+    assert (p1.worker_home("w1") / ".p" / "workdirs" / job_id / "went-on").exists()  # it kept running
+    dropped = FLOOD_PANE_BYTES - CAP
+    line = f"\r\n[p: output capped by --max-output: kept the first {CAP} bytes, dropped {dropped} more]\r\n"
+    log = (job / JobFile.OUTPUT).read_bytes()
+    log_end = int((job / JobFile.LOG_END).read_text())
+    assert log_end == CAP + len(line) and log[CAP:log_end] == line.encode()
+    assert log[:22] == b"0123456789\r\n0123456789"
+    assert len(log) < CAP + 1000  # then only the end marker
+    assert p1("wait", job_id).returncode == 3
+    shown = p1("logs", job_id)
+    assert shown.returncode == 0
+    assert shown.stdout.endswith(f"[p: output capped by --max-output: kept the first {CAP} bytes, "
+                                 f"dropped {dropped} more]\n")
+    (record,) = p1.jobs()
+    assert record["max_output"] == CAP and record["exit_code"] == 3
+    # Streamed as it runs: the same output, and p ends with the job.
+    result = p1("-n", "--max-output", "10M", "--", FLOOD, timeout=180)
+    assert result.returncode == 3 and result.stdout == shown.stdout
+    # Under the cap nothing changes: no line, every byte.
+    small = p1("-n", "--max-output", "1K", "--", "printf 'a\\tb\\n\\n'; printf 'no newline'")
+    assert small.returncode == 0 and small.stdout == "a\tb\n\nno newline"

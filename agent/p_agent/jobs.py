@@ -384,13 +384,14 @@ _NOT_YET = {"max_output": "--max-output", "gpus": "-g"}
 _SLURM_ONLY = {"cpus": "--cpus", "mem": "--mem", "nodes": "--nodes", "sbatch_args": "--sbatch-arg"}
 
 
-# What the Slurm engine honours of those (slurm.py): sbatch's --gpus.
-_SLURM_HONOURS = {"gpus"}
+# What each engine honours of those: tmux the output cap (its pane's
+# capture, scripts.py); Slurm (slurm.py) sbatch's --gpus.
+_HONOURS = {"tmux": {"max_output"}, "slurm": {"gpus"}}
 
 
 def _refuse_unsupported(spec: JobSpec, engine: str) -> None:
     for name, flag in _NOT_YET.items():
-        if getattr(spec, name) and not (engine == "slurm" and name in _SLURM_HONOURS):
+        if getattr(spec, name) and name not in _HONOURS.get(engine, set()):
             raise ProtocolError(f"this worker's agent cannot honour {flag} yet")
     for name, flag in _SLURM_ONLY.items():
         if getattr(spec, name) and engine != "slurm":

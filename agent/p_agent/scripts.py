@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from shlex import quote
 
-from p_protocol import STOP_GRACE
+from p_protocol import STOP_GRACE, checked_job_id
 from p_protocol.layout import END_FILE_SIZE, JobFile
 
 # Why each step:
@@ -83,7 +83,7 @@ trap : INT
 rm -f "$job/{secrets}"
 end=$(now)
 record {ended_at} "$end"
-printf '{marker_printf}'{marker_to}
+printf '{marker_printf}{marker_after}'{marker_to}
 n=0
 until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
     [ $n -lt 500 ] || break
@@ -162,6 +162,52 @@ watchdog=
 watchdog=$!
 """
 
+# What feeds output.log (tmux pipes the pane's output to it): `cat`, or for
+# a job with --max-output this awk program, which keeps the first `cap`
+# bytes, counts the rest, and at the end marker (see RUN_SH) writes one
+# line saying how much it dropped, then the marker; what follows the marker
+# (the "Job done" screen) is drained. It reads the pane's output a line at
+# a time (run.sh ends the marker with a newline for it), writes each line at
+# once, and counts bytes (LC_ALL=C; mawk and gawk keep NUL bytes). mawk
+# fills its whole input buffer before it looks at a record unless told
+# `-W interactive` (which also makes its records lines, as here). It runs in
+# tmux's pipe, not in the agent, so the cap holds with no agent and no
+# client; the job never waits for it.
+CAPTURE_AWK = """\
+BEGIN { ORS = ""; prefix = sprintf("%c]7777;", 27); mark = "p-end-" id; kept = 0; dropped = 0; ended = 0 }
+function keep(text, room) {
+    room = cap - kept
+    if (length(text) <= room) { printf "%s", text; kept += length(text); return }
+    if (room > 0) printf "%s", substr(text, 1, room)
+    kept = cap; dropped += length(text) - room
+}
+function say_dropped() {
+    if (!dropped) return
+    printf "\\r\\n[p: output capped by --max-output: kept the first %d bytes, dropped %d more]", cap, dropped
+    printf "\\r\\n"
+}
+{
+    at = index($0, mark)
+    if (at > 7 && substr($0, at - 7, 7) == prefix) {
+        keep(substr($0, 1, at - 8)); say_dropped(); printf "%s%s%c", prefix, mark, 7; fflush()
+        ended = 1; exit
+    }
+    if (kept < cap) { keep($0 "\\n"); fflush() } else dropped += length($0) + 1
+}
+END { if (!ended) { say_dropped(); fflush() } }
+"""
+
+
+def capture_command(output: str, awk_file: str | None, job_id: str, max_output: int | None) -> str:
+    """The shell command tmux pipes the job's pane to: `cat`, or with a cap
+    CAPTURE_AWK from ``awk_file`` (see there)."""
+    if max_output is None or awk_file is None:
+        return "exec cat >> " + quote(output)
+    return ("interactive=; awk -W version 2>/dev/null | grep -q mawk && interactive='-W interactive'; "
+            f"LC_ALL=C awk $interactive -v cap={int(max_output)} -v id={checked_job_id(job_id)} "
+            f"-f {quote(awk_file)} >> {quote(output)}; exec cat >/dev/null")
+
+
 # How long an expected client may take to attach, in tenths of a second.
 CLIENT_POLLS = 300
 
@@ -211,7 +257,8 @@ def record_fn() -> str:
 
 
 def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log: str, *, tty: bool,
-           expect_client: bool, launcher: list[str] | None = None, timeout: float | None = None) -> str:
+           expect_client: bool, launcher: list[str] | None = None, timeout: float | None = None,
+           capped: bool = False) -> str:
     """``launcher``: words that run the job's shell (Slurm's ``srun`` on
     several nodes); they land inside a single-quoted `sh -c`, so only tame
     words are taken."""
@@ -234,6 +281,8 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
                            launcher="".join(word + " " for word in launcher or [])),
         secrets=JobFile.SECRETS,
         marker_to="" if tty else " >&3; exec 3>&-",
+        # A capped capture reads the pane's output a line at a time.
+        marker_after="\\n" if capped else "",
         marker_printf=f"\\033]7777;p-end-{job_id}\\007",
         marker_text=quote(f"p-end-{job_id}"),
         marker_len=len(end_marker(job_id)),

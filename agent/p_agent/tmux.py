@@ -170,10 +170,18 @@ class TmuxExecutor:
         write_file(path(job.job_dir, "run.sh"),
                    scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket,
                                   self.layout.events_log, tty=job.tty,
-                                  expect_client=job.expect_client, timeout=job.spec.timeout))
+                                  expect_client=job.expect_client, timeout=job.spec.timeout,
+                                  capped=job.spec.max_output is not None))
+        awk_file = None
+        if job.spec.max_output is not None:
+            awk_file = path(job.job_dir, JobFile.CAPTURE)
+            write_file(awk_file, scripts.CAPTURE_AWK)
+        # tmux expands formats (#) and strftime (%) in the command it pipes to.
+        capture = scripts.capture_command(path(job.job_dir, JobFile.OUTPUT), awk_file, job.job_id,
+                                          job.spec.max_output)
         self.tmux.new_session(session, max(job.cols, 20), max(job.rows, 5), job.workdir,
                               ["sh", path(job.job_dir, "run.sh")], status_left(job, session),
-                              "exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT)))
+                              escape_format(capture))
 
     def alive(self) -> _Sessions:
         self._watch_memory()
