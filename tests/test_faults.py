@@ -4,6 +4,7 @@ moment, many clients at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,12 +12,13 @@ import secrets
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from conftest import P_BIN, PClient
-from helpers import eventually, one_line_error, worker_processes
-from test_trust_worker import give, small_filesystem, stop_agent
+from helpers import eventually, job_dir, one_line_error, worker_processes
+from test_trust_worker import ask, give, small_filesystem, start_agent_of_version, stop_agent
 
 from p_protocol import PROTOCOL, VERSION
 
@@ -177,3 +179,36 @@ def test_sixty_runs_to_three_workers_from_two_clients_lose_nothing(p1: PClient) 
         json.loads(listing.stdout)
     every = json.loads(p1("ls", "--json", "--all", check=True).stdout)
     assert {job["id"] for job in every} == before | set(ids)
+
+
+def test_jobs_of_an_older_agent_are_seen_followed_stopped_and_waited_for(p1: PClient) -> None:
+    """After an upgrade: jobs an older release's agent started (and its
+    client recorded) are visible to this client, which follows their
+    output, stops one and waits for the other's exit status."""
+    home = p1.worker_home("w1")
+    p1("-n", "--", "true", check=True)  # this release's agent is there too
+    older = start_agent_of_version(p1, "w1", "0.0.9")
+    jobs = {"ends": "echo old-output; sleep 3; exit 7", "runs": "sleep 300"}
+    ids = {name: uuid.uuid4().hex for name in jobs}
+    store = Path(p1.env["XDG_DATA_HOME"]) / "p" / "jobs"
+    try:
+        for name, command in jobs.items():
+            ask(older, "start", id=ids[name], spec={"command": command}, cwd="~/elsewhere", worker="w1", cols=80,
+                rows=24, tty=False, attach=False)
+            # As the older client recorded it.
+            (store / f"{ids[name]}.json").write_text(json.dumps({
+                "id": ids[name], "worker": "w1", "cwd": "~/elsewhere", "command": command, "status": "running",
+                "started_at": time.time(), "synced": False, "checked_at": time.time()}))
+        listed = p1("ls", "--refresh", check=True).stdout
+        assert ids["ends"][:8] in listed and ids["runs"][:8] in listed
+        follow = p1("logs", "-f", ids["ends"], check=True)
+        assert follow.stdout == "old-output\n"
+        waited = p1("wait", ids["ends"])
+        assert waited.returncode == 7, waited.stderr
+        assert p1("stop", "--grace", "1", ids["runs"]).returncode == 0
+        shown = {job["id"]: job["status"] for job in json.loads(p1("ls", "--json", "--all", check=True).stdout)}
+        assert (shown[ids["ends"]], shown[ids["runs"]]) == ("done", "stopped")
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int((job_dir(home, ids["runs"]) / "pgid").read_text()), signal.SIGKILL)
+        subprocess.run(["pkill", "-u", p1.sshd.workers["w1"].user, "-f", "p_agent serve"], capture_output=True)
