@@ -24,7 +24,12 @@ demo: install
 demo-stop:
 	$(BIN)/python tools/demo.py --stop
 
+# What the tests use besides p's own needs: a real Slurm (munge, slurmctld,
+# slurmd), iptables to cut links, and the tools jobs run (git, less).
+TEST_DEPS := slurmctld slurmd slurm-client munge iptables git less procps iproute2 util-linux
+
 test: install
+	bash tools/install-deps.sh $(TEST_DEPS)
 	$(BIN)/ruff check .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 
