@@ -36,10 +36,10 @@ F = Field
 # A line of either log (this client's, or a worker's through Op.EVENTS):
 # fields this version does not know are left out, so later versions may add.
 # ``id`` is absent from an event of a worker itself (drained, resumed).
-EVENT = (F("time", "time"), F("event", "str"), F("id", "id", optional=True, nullable=True),
-         F("worker", "str", optional=True, nullable=True),
-         F("status", "str", optional=True, nullable=True), F("exit_code", "int", optional=True, nullable=True),
-         F("reason", "str", optional=True, nullable=True))
+EVENT = (F("time", "time"), F("event", "text"), F("id", "id", optional=True, nullable=True),
+         F("worker", "text", optional=True, nullable=True),
+         F("status", "text", optional=True, nullable=True), F("exit_code", "int", optional=True, nullable=True),
+         F("reason", "text", optional=True, nullable=True))
 EVENT_NAMES = frozenset(field.name for field in EVENT)
 # Where an event was written: by this client, or by the job's worker.
 CLIENT, WORKER = "client", "worker"

@@ -72,8 +72,7 @@ RUSAGE: Table = (
 EVENT: Table = (
     ("time", "number", None, "when it happened (Unix time, by the clock of whoever wrote it)"),
     ("event", "string", None, "what happened: `submitted`, `started`, `ended`, `stopped`, `lost`, `removed`, "
-     "`refused` (the worker would not start it), `interrupted` (Ctrl+C or SIGTERM before it started), "
-     "or the name of a state a job entered; later versions may "
+     "`refused` (the worker would not start it), or the name of a state a job entered; later versions may "
      "add more"),
     ("id", "string", "for an event of a worker itself (later versions: drained, resumed)", "the job's id"),
     ("worker", "string", "when its writer did not know", "the worker's name"),

@@ -57,8 +57,8 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("spare", "spare", optional=True, nullable=True), F("workdir", "str", optional=True, nullable=True),
           F("sync_files", "count", optional=True, nullable=True),
           F("sync_bytes", "count", optional=True, nullable=True),
-          F("rerun_of", "id", optional=True, nullable=True), F("reason", "str", optional=True, nullable=True),
-          F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True),
+          F("rerun_of", "id", optional=True, nullable=True), F("reason", "text", optional=True, nullable=True),
+          F("engine_id", "text", optional=True, nullable=True), F("node_list", "text", optional=True, nullable=True),
           F("rusage", "rusage", optional=True, nullable=True), *SPEC)
 # Fields that may hold null (the others take their default when absent).
 NULLABLE = frozenset(field.name for field in RECORD if field.nullable and field.name not in SPEC_NAMES)

@@ -17,7 +17,9 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    """One line of at most ``width`` characters, terminal escapes and other
+    unprintable characters shown as escapes (`\x1b`), never sent as is."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -75,6 +75,8 @@ def _fits(fields: tuple[Field, ...], value: object) -> bool:
 # Each kind of value: (what the error calls it, its check).
 KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "str": ("a string", lambda v: isinstance(v, str)),
+    # What the client prints as it is: no terminal escapes, no line breaks.
+    "text": ("printable text", lambda v: isinstance(v, str) and v.isprintable()),
     "strs": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "int": ("an integer", _is_int),
@@ -134,8 +136,8 @@ SPEC = tuple(F(name, kind, optional=default is not REQUIRED, nullable=default is
 # ``rusage``: what its processes used, once it ended, where the worker
 # measured it (agent/p_agent/rusage.py).
 JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
-       F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "str", optional=True, nullable=True),
-       F("engine_id", "str", optional=True, nullable=True), F("node_list", "str", optional=True, nullable=True),
+       F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "text", optional=True, nullable=True),
+       F("engine_id", "text", optional=True, nullable=True), F("node_list", "text", optional=True, nullable=True),
        F("rusage", "rusage", optional=True, nullable=True))
 # A finished job's resource use: seconds from start to end, CPU seconds of its
 # processes in user mode and in the kernel, and the peak resident memory of

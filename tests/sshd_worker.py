@@ -73,6 +73,19 @@ def delete_users(users: Iterable[str]) -> None:
             subprocess.run(["userdel", "-r", "-f", user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def add_user(user: str, home: str) -> None:
+    """A throwaway user. useradd fails while another holds /etc/passwd's
+    lock (other test runs on the machine): tried again, briefly."""
+    for attempt in range(20):
+        result = subprocess.run(["useradd", "-m", "-p", "*", "-d", home, "-s", "/bin/bash", user],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if result.returncode == 0:
+            return
+        if "lock" not in result.stderr or attempt == 19:
+            raise RuntimeError(f"useradd {user}: {result.stderr.strip()}")
+        time.sleep(0.25)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -193,8 +206,7 @@ class SshdWorkers:
                 user = f"pt{secrets.token_hex(4)}"
                 home = os.path.join(self.root, "home", user)
                 os.makedirs(os.path.dirname(home), mode=0o755, exist_ok=True)
-                subprocess.run(["useradd", "-m", "-p", "*", "-d", home, "-s", "/bin/bash", user], check=True,
-                               stdout=subprocess.DEVNULL)
+                add_user(user, home)
                 self.created_users.append(user)
             else:
                 entry = pwd.getpwuid(os.getuid())

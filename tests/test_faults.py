@@ -212,3 +212,9 @@ def test_jobs_of_an_older_agent_are_seen_followed_stopped_and_waited_for(p1: PCl
         with contextlib.suppress(OSError, ValueError):
             os.killpg(int((job_dir(home, ids["runs"]) / "pgid").read_text()), signal.SIGKILL)
         subprocess.run(["pkill", "-u", p1.sshd.workers["w1"].user, "-f", "p_agent serve"], capture_output=True)
+
+
+def test_ls_shows_a_command_with_terminal_escapes_escaped(p1: PClient) -> None:
+    job = p1("-n", "-d", "--", "true # \x1b]0;PWNED\x07 \x1b[31m", check=True).stdout.strip()
+    listed = p1("ls", check=True).stdout
+    assert job[:8] in listed and "\x1b" not in listed and "\\x1b]0;PWNED\\x07" in listed

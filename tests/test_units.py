@@ -279,3 +279,19 @@ def test_the_run_form_reads_job_spec_flags_in_order() -> None:
     assert options is not None and options["worker"] == "w1" and options["no_sync"]
     assert options["job_spec"] == [("gpus", "2"), ("timeout", "15m"), ("max_output", "10M"),
                                    ("sbatch_args", "--qos=x")]
+
+
+def test_text_from_a_worker_or_a_file_never_reaches_the_terminal_raw() -> None:
+    from p.events import WORKER, Event
+    from p.table import clip
+    from p_protocol.wire import Op, check_reply
+
+    view = {"id": uuid.uuid4().hex, "state": "lost", "started_at": None, "ended_at": None, "exit_code": None,
+            "attachable": False}
+    for field in ("reason", "engine_id", "node_list"):
+        with pytest.raises(ProtocolError, match="must be a job"):
+            check_reply(Op.WAIT, {"job": {**view, field: "disk full\x1b]52;c;cHduZWQ=\x07"}})
+        check_reply(Op.WAIT, {"job": {**view, field: "disk full"}})
+    with pytest.raises(ValueError, match="event"):
+        Event.parse({"t": 1.0, "event": "ended\x1b]0;PWNED\x07", "id": view["id"]}, WORKER, "w1")
+    assert clip("make \x1b[31mred\x07", 40) == "make \\x1b[31mred\\x07"

@@ -139,7 +139,10 @@ def _halt(link: Link, store: Store, record: JobRecord, signal: KeyboardInterrupt
             break
         time.sleep(0.1)
     else:
-        store.delete(record.id, event="interrupted")  # it never started
+        # Not there yet: a start may still be on its way (an engine that is
+        # slow to submit). `p ls` settles it with the worker either way.
+        record.status = UNKNOWN
+        store.save(record)
         return
     if isinstance(signal, Terminated):
         view = link.agent.stop(record.id, grace=STOP_GRACE) or view
