@@ -215,7 +215,7 @@ def test_sbatch_resources_from_the_job_spec() -> None:
     from p_protocol.jobspec import JobSpec
 
     spec = JobSpec("true", gpus=2, cpus=4, mem=(1 << 30) + 1, nodes=3, timeout=61.0)
-    assert sbatch_resources(spec) == ["--gpus=2", "--cpus-per-task=4", "--mem=1025M", "--nodes=3", "--time=2"]
+    assert sbatch_resources(spec) == ["--gpus=2", "--cpus-per-task=4", "--mem=1025M", "--nodes=3", "--time=3"]
     assert sbatch_resources(JobSpec("true")) == []
 
 

@@ -89,6 +89,18 @@ def test_stop_a_queued_job(ps: PClient, slurm: SlurmCluster) -> None:
     assert ps("stop", holder, timeout=60).returncode == 0
 
 
+def test_stop_gives_a_running_job_its_grace_and_keeps_its_end(ps: PClient) -> None:
+    """SIGTERM reaches the job's own processes, as on a tmux worker: a job
+    that traps it cleans up and its own exit status and output are kept."""
+    job_id = detached(ps, "-n", "--", "trap 'echo cleanup; exit 7' TERM; echo up; while :; do sleep 0.1; done")
+    eventually(lambda: ps("logs", job_id).stdout.startswith("up"), timeout=60)
+    assert ps("stop", "--grace", "20", job_id, timeout=60).returncode == 0
+    job = record(ps, job_id)
+    assert (job["status"], job["exit_code"]) == ("stopped", 7), job
+    logged = ps("logs", job_id, check=True).stdout  # the shell may say its sleep was "Terminated"
+    assert logged.startswith("up\n") and logged.endswith("cleanup\n"), logged
+
+
 def test_timeout_ends_the_job_as_timeout(ps: PClient) -> None:
     job_id = detached(ps, "-n", "--timeout", "2s", "--", "echo started; sleep 100")
     ps("wait", job_id, timeout=60)

@@ -58,6 +58,17 @@ def read_file(path: str) -> str | None:
         return None
 
 
+def read_pgid(job_dir: str) -> int | None:
+    """The job's process group, as its script wrote it; never our own
+    group or init's, whatever the file says."""
+    text = read_file(os.path.join(job_dir, JobFile.PGID))
+    try:
+        pgid = int(text.strip()) if text else None
+    except ValueError:
+        return None
+    return pgid if pgid and pgid > 1 and pgid != os.getpgid(0) else None
+
+
 def parse_float(text: str | None) -> float | None:
     try:
         return float(text) if text is not None else None

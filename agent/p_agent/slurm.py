@@ -25,12 +25,13 @@ from collections.abc import Container
 from shlex import quote
 from typing import NamedTuple
 
+from p_protocol import STOP_GRACE
 from p_protocol.layout import JobFile, Layout
 from p_protocol.states import State
 
 from . import events, scripts
 from .executor import EngineError, JobStart, Verdict
-from .files import fill_in, read_file, write_file
+from .files import fill_in, read_file, read_pgid, write_file
 from .tmux import Tmux, session_name, status_left
 
 TOOLS = ("sbatch", "squeue", "scancel", "scontrol")
@@ -229,10 +230,24 @@ class SlurmExecutor:
                 _run(["scancel", engine_id])
                 record_end(self.layout.job_dir(job_id), "CANCELLED before it started", 128 + signum)
                 events.append(self.layout, "ended", job_id, exit_code=128 + signum, slurm="CANCELLED")
-        else:
-            # --full: the batch step too, where the job runs (in its tmux).
+        elif signum == signal.SIGKILL or not self._signal_group(job_id, engine_id, signum):
+            # --full: the batch step too, where the job runs (in its tmux);
+            # every process of it, its tmux and run.sh too, at once.
             _run(["scancel", "--full", f"--signal={signal.Signals(signum).name[3:]}", engine_id])
         self._forget()
+
+    def _signal_group(self, job_id: str, engine_id: str, signum: int) -> bool:
+        """``signum`` to the job's own process group on its node, through a
+        step of its allocation, as the tmux engine sends it: its tmux and
+        run.sh live on to record how it ended (a job that traps SIGTERM gets
+        its grace). False where that cannot be done (no pgid yet, srun
+        --overlap refused): the caller signals the whole job instead."""
+        pgid = read_pgid(self.layout.job_dir(job_id))
+        if pgid is None:
+            return False
+        name = signal.Signals(signum).name[3:]
+        result = _run(["srun", f"--jobid={engine_id}", "--overlap", "--quiet", "kill", f"-{name}", "--", f"-{pgid}"])
+        return result.returncode == 0
 
     def attach_argv(self, job_id: str) -> list[str] | None:
         if job_id not in self.alive():
@@ -264,8 +279,10 @@ def sbatch_resources(spec: object) -> list[str]:
         options.append(f"--nodes={nodes}")
     if timeout:
         # Slurm counts minutes and checks late: run.sh's watchdog keeps
-        # the exact time (scripts.py), this is the backstop.
-        options.append(f"--time={math.ceil(timeout / 60)}")
+        # the exact time (scripts.py), this is the backstop. Slurm's clock
+        # starts before run.sh's, so the backstop leaves the watchdog its
+        # SIGTERM, the grace and a minute more.
+        options.append(f"--time={math.ceil((timeout + STOP_GRACE + 60) / 60)}")
     return options
 
 

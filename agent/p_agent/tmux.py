@@ -16,7 +16,7 @@ from p_protocol.layout import JobFile, Layout
 
 from . import scripts
 from .executor import EngineError, JobStart, Verdict
-from .files import parse_float, poll_intervals, read_file, write_file
+from .files import parse_float, poll_intervals, read_file, read_pgid, write_file
 from .rusage import PeakSampler
 
 COMMAND_IN_STATUS = 40
@@ -134,7 +134,7 @@ class _Sessions:
         job_dir = self.layout.job_dir(job_id)
         if os.path.exists(os.path.join(job_dir, JobFile.EXIT_CODE)):
             return False
-        pgid = _pgid(job_dir)
+        pgid = read_pgid(job_dir)
         return pgid is not None and _is_jobs_group(pgid, job_dir)
 
     def __bool__(self) -> bool:
@@ -193,13 +193,13 @@ class TmuxExecutor:
     def signal(self, job_id: str, signum: int) -> None:
         job_dir = self.layout.job_dir(job_id)
         deadline = time.monotonic() + PGID_WAIT
-        pgid = _pgid(job_dir)
+        pgid = read_pgid(job_dir)
         for delay in poll_intervals():
             # A job signalled the instant it starts may not have written it yet.
             if pgid is not None or time.monotonic() >= deadline:
                 break
             time.sleep(delay)
-            pgid = _pgid(job_dir)
+            pgid = read_pgid(job_dir)
         if pgid is not None and _is_jobs_group(pgid, job_dir):
             try:
                 os.killpg(pgid, signum)
@@ -223,16 +223,6 @@ class TmuxExecutor:
 
     def kill_server(self) -> None:
         self.tmux.run("kill-server", check=False)
-
-
-def _pgid(job_dir: str) -> int | None:
-    text = read_file(os.path.join(job_dir, JobFile.PGID))
-    try:
-        pgid = int(text.strip()) if text else None
-    except ValueError:
-        return None
-    # Never signal our own group or init's, whatever the file says.
-    return pgid if pgid and pgid > 1 and pgid != os.getpgid(0) else None
 
 
 # How far apart the agent's start time of a job and its process group
