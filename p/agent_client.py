@@ -7,7 +7,7 @@ import time
 
 from p_protocol import PROTOCOL, VERSION, ProtocolError
 from p_protocol.states import State
-from p_protocol.wire import MAX_LINE, Op, check_reply, decode, encode, request
+from p_protocol.wire import EVENTS_HEARTBEAT, MAX_LINE, Op, check_reply, decode, encode, request
 
 from .errors import LINK_LOST, PError
 
@@ -145,7 +145,8 @@ class AgentClient:
         lost = PError(f"lost the connection to worker {self.worker}; the job keeps running there, "
                       "`p logs` shows its output once the worker is back", exit_code=LINK_LOST)
         while True:
-            for data in self._stream(Op.LOGS, lost, follow, id=job_id, offset=offset, follow=follow):
+            for data in self._stream(Op.LOGS, lost, None if follow else self.timeout * 4, id=job_id,
+                                     offset=offset, follow=follow):
                 offset += len(data)
                 yield data
             view = self.request(Op.STATUS, ids=[job_id])["jobs"].get(job_id)
@@ -158,11 +159,15 @@ class AgentClient:
         is untrusted: the reader parses it); with ``follow``, never ending,
         with an empty line now and then while nothing happens."""
         lost = PError(f"lost the connection to worker {self.worker}", exit_code=LINK_LOST)
-        return self._stream(Op.EVENTS, lost, follow, offset=offset, follow=follow)
+        # The agent's heartbeat keeps a followed stream talking: silence
+        # for three of them is a link that went mute.
+        quiet = 3 * EVENTS_HEARTBEAT if follow else self.timeout * 4
+        return self._stream(Op.EVENTS, lost, quiet, offset=offset, follow=follow)
 
-    def _stream(self, op: Op, lost: PError, blocking: bool, /, **fields: Any) -> Iterator[bytes]:
+    def _stream(self, op: Op, lost: PError, quiet: float | None, /, **fields: Any) -> Iterator[bytes]:
         """A streaming request's raw bytes, on a connection of its own (it
-        ends with the stream), so no hello."""
+        ends with the stream), so no hello; ``quiet``: how long it may go
+        without a byte (None: as long as a job may print nothing)."""
         try:
             conn, reader = self._open()
         except AgentGone:
@@ -182,7 +187,7 @@ class AgentClient:
             if reply.get("ok") is not True:
                 raise AgentRefused(f"worker {self.worker}: {_refusal(reply)}")
             self._checked(op, reply)
-            conn.settimeout(None if blocking else self.timeout * 4)
+            conn.settimeout(quiet)
             while True:
                 data = reader.read1(CHUNK)
                 if not data:

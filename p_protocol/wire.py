@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_LINE = 1 << 20
+# A followed `events` stream sends an empty line at least this often while
+# nothing happens: a reader hearing nothing for a few of these has lost it.
+EVENTS_HEARTBEAT = 5.0
 
 
 class Op(str, Enum):

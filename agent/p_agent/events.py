@@ -22,6 +22,7 @@ import time
 from typing import Any, BinaryIO
 
 from p_protocol.layout import Layout
+from p_protocol.wire import EVENTS_HEARTBEAT
 
 from .files import poll_intervals
 
@@ -30,7 +31,7 @@ from .files import poll_intervals
 MAX_LINE = 4096
 # While a follower waits for events, an empty line this often: a client that
 # left is noticed (its socket refuses the write) and its thread ends.
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = EVENTS_HEARTBEAT
 CHUNK = 64 * 1024
 
 

@@ -153,6 +153,8 @@ watchdog=
     n=0
     while [ ! -s "$job/{pgid}" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
     read -r pgid < "$job/{pgid}" && [ "$pgid" -gt 1 ] || exit 0
+    # A job that ended by itself right at its deadline did not time out.
+    kill -0 -"$pgid" 2>/dev/null || exit 0
     : > "$job/{timed_out}"
     printf '{{"t":%s,"event":"timeout","id":"{job_id}","after":%s}}\\n' "$(now)" {timeout} >> {events_log}
     kill -TERM -"$pgid" 2>/dev/null
