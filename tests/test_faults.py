@@ -187,7 +187,7 @@ def test_jobs_of_an_older_agent_are_seen_followed_stopped_and_waited_for(p1: PCl
     output, stops one and waits for the other's exit status."""
     home = p1.worker_home("w1")
     p1("-n", "--", "true", check=True)  # this release's agent is there too
-    older = start_agent_of_version(p1, "w1", "0.0.9")
+    older = start_agent_of_version(p1, "w1", "0.0.8")
     jobs = {"ends": "echo old-output; sleep 3; exit 7", "runs": "sleep 300"}
     ids = {name: uuid.uuid4().hex for name in jobs}
     store = Path(p1.env["XDG_DATA_HOME"]) / "p" / "jobs"
