@@ -37,7 +37,10 @@ CHUNK = 64 * 1024
 
 def line(event: str, job_id: str | None = None, **fields: Any) -> bytes:
     """One event as the log holds it."""
-    record: dict[str, Any] = {"t": round(time.time(), 3), "event": event}
+    # To the millisecond, cut as the job's script cuts its own times (never
+    # rounded up): so an event logged here before the script's next one
+    # never carries a later time.
+    record: dict[str, Any] = {"t": int(time.time() * 1000) / 1000, "event": event}
     if job_id is not None:
         record["id"] = job_id
     record.update(fields)
