@@ -288,3 +288,14 @@ def test_resource_use_is_shown_as_measured_and_never_made_up() -> None:
     assert rusage_cells(record) == ("1.25s", "0.50s", "210 MiB")
     record.status = "running"
     assert rusage_cells(record) == ("-", "-", "-")
+
+
+def test_a_timed_out_job_is_a_timeout_event_on_both_sides(p1: PClient) -> None:
+    result = p1("-n", "--timeout", "1s", "--", "sleep 30")
+    assert result.returncode == 124, result.stderr
+    (job,) = p1.jobs()
+    assert job["status"] == "timeout"
+    shown = json.loads(p1("show", str(job["id"]), "--json", check=True).stdout)
+    mine = [(event["event"], event["exit_code"]) for event in shown["events"] if event["source"] == "client"]
+    assert mine == [("submitted", None), ("started", None), ("timeout", 124)]
+    assert "timeout" in [event["event"] for event in shown["events"] if event["source"] == "worker"]
