@@ -41,7 +41,8 @@ ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
 # while; it may have ended unseen. Agents send only p_protocol.states.
 UNKNOWN = "unknown"
 STATUSES = (*(state.value for state in State), UNKNOWN)
-ACTIVE = (State.QUEUED.value, State.RUNNING.value, UNKNOWN)
+# Jobs that have not ended (as far as the client knows).
+ACTIVE = (*(state.value for state in State if not state.finished), UNKNOWN)
 INDEX_FORMAT = 2
 QUARANTINE = "quarantine"
 
