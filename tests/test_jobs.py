@@ -360,8 +360,8 @@ def test_an_off_terminal_job_that_outlives_its_tmux_server_can_be_stopped(p1: PC
     job_id = p1("-d", "-n", "--", "sleep 300; echo never", check=True).stdout.strip()
     home = p1.worker_home("w1")
     pgid_file = job_dir(home, job_id) / "pgid"
-    eventually(pgid_file.exists)
-    pgid = int(pgid_file.read_text())
+    # The job's shell creates the file, then writes its pid into it.
+    pgid = int(str(eventually(lambda: pgid_file.exists() and pgid_file.read_text().strip())))
     spec = p1.sshd.workers["w1"]
     subprocess.run(["runuser", "-u", spec.user, "--", "tmux", "-S", str(home / ".p" / "run" / "tmux.sock"),
                     "kill-server"], check=True)
