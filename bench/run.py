@@ -222,6 +222,49 @@ class Bench:
         config_path.write_text(original)
         self.report("worker ls --check: 50 / 1", fifty / one, 2.0, f"{one:.2f} s vs {fifty:.2f} s")
 
+    def pool_scale(self) -> None:
+        """Placement over a pool of 20 workers against a pool of 1: 20 names
+        of one worker (as check_scale), each with a master of its own, so
+        what is measured is p asking 20 agents at once and choosing."""
+        import yaml
+
+        config_path = self.home / "config" / "p" / "config.yaml"
+        original = config_path.read_text()
+        config = yaml.safe_load(original)
+        worker = config["workers"][0]
+        config["workers"] = [worker, *({**worker, "name": f"p{i}", "pools": ["big"]} for i in range(20)),
+                             {**worker, "name": "solo", "pools": ["small"]}]
+        config_path.write_text(yaml.safe_dump(config))
+        try:
+            for pool in ("big", "small"):
+                self.p([f"@{pool}", "-n", "-d", "--", "true"])  # warm: every master up
+            big = median_time([P, "@big", "-n", "-d", "--", "true"], self.env)
+            small = median_time([P, "@small", "-n", "-d", "--", "true"], self.env)
+        finally:
+            config_path.write_text(original)
+        self.report("p @pool -n -d -- true: 20 / 1", big / small, 1.5,
+                    f"{small * 1000:.0f} ms vs {big * 1000:.0f} ms")
+
+    def queue_delay(self) -> None:
+        """From a slot freeing (the job's end, as the worker records it) to
+        the next queued job starting (its start time there)."""
+        self.p(["worker", "set", "w1", "--slots", "1"])
+        jobs = Path(self.sshd.workers["w1"].home) / ".p" / "jobs"
+        delays = []
+        try:
+            for _ in range(REPEAT):
+                first = self.p(["-n", "-d", "--", "sleep 0.5"]).strip()
+                second = self.p(["-n", "-d", "--", "true"]).strip()
+                self.p(["wait", second])
+                ended = float((jobs / first / "ended_at").read_text())
+                started = float((jobs / second / "started_at").read_text())
+                delays.append(started - ended)
+        finally:
+            self.p(["worker", "set", "w1", "--slots", "0"])
+        delay = statistics.median(delays)
+        self.report("queue: slot freed -> next starts (s)", delay, 0.5,
+                    f"median of {len(delays)}, worst {max(delays) * 1000:.0f} ms")
+
     def memory(self) -> None:
         user = self.sshd.workers["w1"].user
         count = 10
@@ -314,8 +357,8 @@ def main() -> int:
     bench = Bench()
     try:
         only = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.memory, bench.leftovers,
-                     bench.ls_cut):
+        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.pool_scale,
+                     bench.queue_delay, bench.memory, bench.leftovers, bench.ls_cut):
             if not only or step.__name__ in only:
                 step()
     finally:

@@ -14,11 +14,14 @@ from . import __version__
 RUN_HELP = """\
 Push a command to a worker and track it as a job.
 
-  p [WORKER] [-n|--no-sync] [-d|--detach] [-y|--yes] [-e NAME=VALUE]...
-    [--env-file FILE]... [--secret NAME]... [--pull PATH]... -- COMMAND...
+  p [WORKER|@POOL] [-w WORKER|@POOL] [-n|--no-sync] [-d|--detach] [-y|--yes] [-g N]
+    [-e NAME=VALUE]... [--env-file FILE]... [--secret NAME]... [--pull PATH]... -- COMMAND...
 
-syncs the current directory to WORKER (default: the default worker), runs
-COMMAND there in tmux and attaches: Ctrl+B D detaches, the job keeps running.
+syncs the current directory to WORKER (default: the default worker; @POOL:
+the least loaded worker of that pool, @all: of all), runs COMMAND there in
+tmux and attaches: Ctrl+B D detaches, the job keeps running. A worker with
+no free slot (or not the -g N GPUs asked for) queues the job and starts it
+when room frees; p says so and attaches then.
 Off a terminal the job gets no terminal either (stdin is /dev/null, as with
 `ssh -n`) and its output streams to stdout. `p` exits with the job's exit
 status. --yes syncs files that look secret (.ssh/, *.pem, .env, id_*)
@@ -35,6 +38,16 @@ worker_app = typer.Typer(help="Register and manage workers.", no_args_is_help=Tr
 app.add_typer(worker_app, name="worker")
 
 JobArg = Annotated[str, typer.Argument(help="job id or a unique prefix of it, as `p ls` shows")]
+# A worker's settings, at `worker register` and `worker set`.
+SlotsOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--slots", min=0, help="how many jobs run there at once; more wait in its queue (0: no cap, the default)")]
+GpusOpt = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--gpus", help="its GPU indices, e.g. 0,1,2,3 (auto: detect with nvidia-smi -L, the default)")]
+PoolOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    "--pool", help="put it in this pool, for `p @POOL -- cmd` (repeatable)")]
+ApprovalOpt = Annotated[Optional[bool], typer.Option(  # noqa: UP045
+    "--require-approval/--no-require-approval",
+    help="jobs sent there wait in state pending-approval until `p approve ID`")]
 
 
 def _done(code: int) -> None:
@@ -176,6 +189,23 @@ def rm(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
 
 
 @app.command()
+def approve(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+        help="job id or a unique prefix of it; none: list the jobs pending approval")] = None) -> None:
+    """Let a job pending approval run (see `p worker set --require-approval`)."""
+    from .commands.approve import approve as approve_job
+
+    _done(approve_job(job))
+
+
+@app.command()
+def reject(job: JobArg) -> None:
+    """End a job pending approval without running it."""
+    from .commands.reject import reject as reject_job
+
+    _done(reject_job(job))
+
+
+@app.command()
 def doctor(fix: Annotated[bool, typer.Option("--fix", help="move damaged records to the quarantine folder")] = False,
            ) -> None:
     """List damaged job records in the local store; --fix moves them aside and rebuilds the index."""
@@ -203,9 +233,13 @@ def worker_register(
     workdir_root: Annotated[Optional[str], typer.Option(  # noqa: UP045
         "--workdir-root", help="(--slurm) a shared filesystem the compute nodes see, for the workdirs "
         "(as --scratch)")] = None,
+    slots: SlotsOpt = None,
+    gpus: GpusOpt = None,
+    pool: PoolOpt = None,
+    require_approval: ApprovalOpt = None,
 ) -> None:
     """Register a worker: check it, detect its arch, install the agent."""
-    from .commands.worker import register
+    from .commands.worker import Settings, register
     from .errors import PError
 
     if not slurm and (partition or account or sbatch_arg or workdir_root):
@@ -217,7 +251,8 @@ def worker_register(
         from .config import Worker
 
         settings = Worker("", "", partition=partition, account=account, sbatch_args=sbatch_arg or [])
-    _done(register(connection, name, ssh_config, default, scratch or workdir_root, settings))
+    _done(register(connection, name, ssh_config, default, scratch or workdir_root, settings,
+                   Settings(slots, gpus, pool or [], [], require_approval)))
 
 
 @worker_app.command("ls")
@@ -225,7 +260,7 @@ def worker_ls(check: Annotated[bool, typer.Option("--check", "-c", help="probe e
               as_json: Annotated[bool, typer.Option("--json", help="machine-readable output (docs/json.md)")
                                  ] = False,
               ) -> None:
-    """List registered workers."""
+    """List registered workers: slots used, queue, GPUs free, drained (asked of each, in parallel)."""
     from .commands.worker import ls as list_workers
 
     _done(list_workers(check, as_json))
@@ -236,11 +271,37 @@ def worker_set(name: str,
                scratch: Annotated[Optional[str], typer.Option(  # noqa: UP045
                    "--scratch", help="keep workdirs and spare copies under this directory on the worker "
                    "(~/.p: back home); refused while jobs run")] = None,
+               slots: SlotsOpt = None,
+               gpus: GpusOpt = None,
+               pool: PoolOpt = None,
+               no_pool: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+                   "--no-pool", help="take it out of this pool (repeatable)")] = None,
+               require_approval: ApprovalOpt = None,
                ) -> None:
     """Change a worker's settings, kept on the worker so every client agrees."""
-    from .commands.worker import set_
+    from .commands.worker import Settings, set_
 
-    _done(set_(name, scratch))
+    _done(set_(name, scratch, Settings(slots, gpus, pool or [], no_pool or [], require_approval)))
+
+
+@worker_app.command("drain")
+def worker_drain(names: Annotated[Optional[list[str]], typer.Argument(help="workers")] = None,  # noqa: UP045
+                 every: Annotated[bool, typer.Option("--all", "-a", help="every registered worker")] = False,
+                 ) -> None:
+    """Stop a worker taking new jobs: queued ones wait, running ones finish (for every client)."""
+    from .commands.worker import drain
+
+    _done(drain(names or [], every, drained=True))
+
+
+@worker_app.command("resume")
+def worker_resume(names: Annotated[Optional[list[str]], typer.Argument(help="workers")] = None,  # noqa: UP045
+                  every: Annotated[bool, typer.Option("--all", "-a", help="every registered worker")] = False,
+                  ) -> None:
+    """Let a drained worker take new jobs again; its queue moves on."""
+    from .commands.worker import drain
+
+    _done(drain(names or [], every, drained=False))
 
 
 @worker_app.command("rm")

@@ -12,6 +12,7 @@ import os
 
 from p_protocol import ENGINES, WORKER_NAME_RE
 from p_protocol.jobspec import SLURM_NAME_RE, sbatch_arg_problem
+from p_protocol.wire import KINDS
 
 from . import paths
 from .errors import PError
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
 
 # The exit status of a config the user must fix, as for a usage error.
 CONFIG_ERROR = 2
+# `p @all -- cmd`: every registered worker is in this pool.
+ALL_POOL = "all"
+
+
+def is_gpu_list(value: object) -> bool:
+    return KINDS["indices"][1](value)
 
 
 # Plain classes, not dataclasses: importing dataclasses costs a warm `p -- cmd`
@@ -31,7 +38,9 @@ class Worker:
     def __init__(self, name: str, connection: str, ssh_config: str | None = None,
                  ssh_options: list[str] | None = None, engine: str | None = None,
                  partition: str | None = None, account: str | None = None,
-                 sbatch_args: list[str] | None = None) -> None:
+                 sbatch_args: list[str] | None = None, slots: int | None = None,
+                 gpus: list[int] | None = None, pools: list[str] | None = None,
+                 require_approval: bool = False) -> None:
         self.name = name
         self.connection = connection
         # Handed to ssh and rsync as `-F`: OpenSSH reads ~/.ssh/config from the
@@ -44,6 +53,12 @@ class Worker:
         self.partition = partition
         self.account = account
         self.sbatch_args = sbatch_args or []
+        # The worker's settings as this client last set or saw them; the
+        # agent holds the truth (Op.CONFIGURE), so every client agrees.
+        self.slots = slots  # jobs at once; None: no cap
+        self.gpus = gpus  # declared GPU indices; None: detected there
+        self.pools = pools or []  # `p @POOL -- cmd` may place jobs here
+        self.require_approval = require_approval  # jobs wait for `p approve`
 
     def sbatch_options(self) -> list[str]:
         """What every job on this (Slurm) worker passes to sbatch first; a
@@ -54,7 +69,8 @@ class Worker:
 
     def to_dict(self) -> dict[str, Any]:
         data = {"name": self.name, "connection": self.connection, "ssh_config": self.ssh_config,
-                "ssh_options": self.ssh_options, "engine": self.engine}
+                "ssh_options": self.ssh_options, "engine": self.engine, "slots": self.slots, "gpus": self.gpus,
+                "pools": self.pools, "require_approval": self.require_approval}
         if self.engine == "slurm":
             data.update(partition=self.partition, account=self.account, sbatch_args=self.sbatch_args)
         return data
@@ -99,6 +115,16 @@ class Config:
 
     def has_worker(self, name: str) -> bool:
         return any(worker.name == name for worker in self.workers)
+
+    def pool(self, name: str) -> list[Worker]:
+        """The workers of pool ``name`` (``all``: every worker)."""
+        members = [w for w in self.workers if name == ALL_POOL or name in w.pools]
+        if not members:
+            pools = sorted({pool for worker in self.workers for pool in worker.pools})
+            known = f"pools: {', '.join(pools)}" if pools else "no worker is in a pool yet"
+            raise PError(f"no worker is in pool {name!r} ({known}); add one with "
+                         f"`p worker set NAME --pool {name}`", exit_code=CONFIG_ERROR)
+        return members
 
 
 def _stamp(path: str) -> list[int] | None:
@@ -147,7 +173,7 @@ def save(config: Config) -> None:
     if config.reconnect_for != RECONNECT_FOR:
         data["reconnect_for"] = config.reconnect_for
     data["workers"] = [
-        {k: v for k, v in worker.to_dict().items() if v not in (None, [])} for worker in config.workers
+        {k: v for k, v in worker.to_dict().items() if v not in (None, [], False)} for worker in config.workers
     ]
     atomic_write(path, yaml.safe_dump(data, sort_keys=False))
     _write_cache(path, config)
@@ -225,8 +251,21 @@ def _from_dict(data: Any, path: str) -> Config:
                 raise bad(f"{where}: key 'sbatch_args': {problem}")
         if engine != "slurm" and (slurm["partition"] or slurm["account"] or slurm["sbatch_args"]):
             raise bad(f"{where}: partition, account and sbatch_args need 'engine: slurm'")
+        slots = entry.get("slots")
+        if slots is not None and (not isinstance(slots, int) or isinstance(slots, bool) or slots < 1):
+            raise bad(f"{where}: key 'slots' must be a whole number of jobs, 1 or more")
+        gpus = entry.get("gpus")
+        if gpus is not None and not is_gpu_list(gpus):
+            raise bad(f"{where}: key 'gpus' must be a list of distinct GPU indices (0, 1, ...)")
+        pools = _str_list(entry, "pools", bad, where, "a list of pool names")
+        if not all(WORKER_NAME_RE.match(pool) for pool in pools):
+            raise bad(f"{where}: key 'pools' must name pools with letters, digits, '.', '_' and '-'")
+        approval = entry.get("require_approval", False)
+        if not isinstance(approval, bool):
+            raise bad(f"{where}: key 'require_approval' must be true or false")
         workers.append(Worker(name, connection, _opt_str(entry, "ssh_config", bad, where),
-                              _str_list(entry, "ssh_options", bad, where), engine, **slurm))
+                              _str_list(entry, "ssh_options", bad, where), engine, **slurm,
+                              slots=slots, gpus=gpus, pools=pools, require_approval=approval))
     default = data.get("default_worker")
     if default is not None and not isinstance(default, str):
         raise bad("key 'default_worker' must be a worker name")
@@ -258,10 +297,11 @@ def _opt_str(data: dict[str, Any], key: str, bad: Any, where: str = "") -> str |
     return value
 
 
-def _str_list(data: dict[str, Any], key: str, bad: Any, where: str = "") -> list[str]:
+def _str_list(data: dict[str, Any], key: str, bad: Any, where: str = "",
+              what: str = "a list of Option=value strings") -> list[str]:
     value = data.get(key)
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise bad(f"{where + ': ' if where else ''}key {key!r} must be a list of Option=value strings")
+        raise bad(f"{where + ': ' if where else ''}key {key!r} must be {what}")
     return list(value)

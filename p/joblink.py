@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from p_protocol.states import State
 from p_protocol.wire import Op
 
 from . import link as link_module
+from . import output
+from .errors import PError
 from .link import Link
 from .reconcile import apply
 from .store import JobRecord, Store
@@ -44,3 +47,26 @@ def open_job(prefix: str) -> Iterator[JobLink]:
         yield opened
     finally:
         opened.link.close()  # the verb may have re-opened it (relink.py)
+
+
+def waiting_line(record: JobRecord) -> str:
+    """Where a job that has not started waits, in one line."""
+    if record.status == State.PENDING_APPROVAL.value:
+        return (f"p: job {record.short_id} waits for approval on {record.worker}, position {record.position}; "
+                f"`p approve {record.short_id}` lets it run")
+    return f"p: queued on {record.worker}, position {record.position}"
+
+
+def wait_for_start(link: Link, record: JobRecord, *, stream: bool) -> dict[str, Any] | None:
+    """Say where the job waits; unless its output is about to be streamed
+    (which waits by itself), block until it leaves the queue and return
+    what the worker says of it then."""
+    output.say(waiting_line(record))
+    if stream:
+        return None
+    try:
+        return link.agent.request(Op.WAIT, id=record.id, start=True, blocking=True)["job"]  # type: ignore[no-any-return]
+    except KeyboardInterrupt:
+        raise PError(f"left job {record.short_id} waiting on {record.worker}; `p attach {record.short_id}` "
+                     f"waits for it again, `p stop {record.short_id}` takes it out of the queue",
+                     exit_code=130) from None

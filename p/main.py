@@ -8,7 +8,7 @@ import os
 import sys
 
 from .errors import PError, Terminated
-from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, RUN_VALUE_USAGE, VERBS
+from .verbs import RUN_FLAGS, RUN_VALUE_FLAGS, RUN_VALUE_USAGE, RUN_WORKER_FLAGS, VERBS
 
 
 def parse_run(argv: list[str]) -> dict[str, object] | None:
@@ -25,7 +25,13 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
     args = iter(head)
     for arg in args:
         flag, equals, value = arg.partition("=")
-        if arg.startswith("--") and equals and flag in RUN_VALUE_FLAGS:
+        if arg in RUN_WORKER_FLAGS or flag == "--worker" and equals:
+            worker = value if equals else next(args, None)
+            if not worker or options["worker"] is not None:
+                raise PError(f"{flag} needs one worker or @pool, given once; usage: p [-w WORKER|@POOL] "
+                             "-- <command>", exit_code=2)
+            options["worker"] = worker
+        elif arg.startswith("--") and equals and flag in RUN_VALUE_FLAGS:
             spec.append((RUN_VALUE_FLAGS[flag], value))  # --env=K=V
         elif arg in RUN_VALUE_FLAGS:
             value = next(args, None)  # type: ignore[arg-type]

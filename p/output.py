@@ -55,6 +55,8 @@ def status_text(record: JobRecord) -> str:
         return f"done [{record.exit_code}]"
     if record.status == State.STOPPED.value:
         return "stopped"
+    if record.position is not None and record.status in (State.QUEUED.value, State.PENDING_APPROVAL.value):
+        return f"{record.status} #{record.position}"
     if record.status in (State.QUEUED.value, State.LOST.value) and record.reason:
         return f"{record.status} ({record.reason})"
     if record.status == State.TIMEOUT.value:

@@ -120,7 +120,22 @@ for dir in "{lib_dir}"/*; do
     case $in_use in *" $(cd "$dir" && pwd -P)/"*) continue ;; esac  # an agent of another version runs it
     rm -rf "$dir"
 done
+start="{start_file}"
+(umask 077; cat > "$start.tmp") <<'P_START_AGENT' && mv -f "$start.tmp" "$start" || exit 1
+{launch}
+P_START_AGENT
+exec sh "$start"
+"""
+
+# How this build of the agent starts, kept as a file on the worker
+# (Layout.agent_launcher) so that a job ending while no agent runs can start
+# one there, which starts the jobs waiting in the worker's queue.
+LAUNCH_SH = """\
+cd "{bin}" || exit 1
+unset TMUX TMUX_PANE
 export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="{tmp}"
+name={name}
+lib={lib}
 if [ -n "$lib" ]; then
     if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ]; then
         "$lib/p-agent" serve --detach --engine {engine} && exit 0
@@ -128,8 +143,7 @@ if [ -n "$lib" ]; then
     fi
     exec "{bin}/$name" serve --detach --engine {engine} --unpack-to "$lib" --sha256 {sha}
 fi
-exec {launcher} "{bin}/$name" serve --detach --engine {engine}
-"""
+exec {launcher} "{bin}/$name" serve --detach --engine {engine}"""
 
 
 def _paths() -> dict[str, str]:
@@ -138,7 +152,8 @@ def _paths() -> dict[str, str]:
     remote = Layout("$HOME/.p")
     return {"root": remote.root, "bin": remote.bin_dir, "run": remote.run_dir, "tmp": remote.tmp_dir,
             "jobs": remote.jobs_dir, "workdirs": remote.workdirs_dir, "lib_dir": remote.lib_dir,
-            "pidfile": remote.agent_pidfile(), "socket": remote.agent_socket()}
+            "pidfile": remote.agent_pidfile(), "socket": remote.agent_socket(),
+            "start_file": remote.agent_launcher()}
 
 
 @dataclass
@@ -211,9 +226,11 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
     paths = _paths()
     lib = f'"{paths["lib_dir"]}/{artifact.sha256[:16]}"' if artifact.kind == "binary" else '""'
     engine = quote(transport.worker.engine or ENGINES[0])
-    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib, engine=engine,
+    launch = LAUNCH_SH.format(name=quote(artifact.remote_name), lib=lib, engine=engine,
+                              sha=quote(artifact.sha256), launcher=launcher, **paths)
+    script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib,
                              sha=quote(artifact.sha256), restart=quote("1" if restart else ""),
-                             launcher=launcher, **paths)
+                             launch=launch, **paths)
     transport.run_script(script, timeout=120.0)
     return artifact
 

@@ -48,6 +48,9 @@ def apply(record: JobRecord, view: dict[str, Any] | None) -> JobRecord:
         record.engine_id, record.node_list = view["engine_id"], view.get("node_list")
     if view.get("rusage") is not None:
         record.rusage = view["rusage"]
+    record.position = view.get("position")
+    if view.get("gpu_ids"):
+        record.gpu_ids = view["gpu_ids"]
     started, ended = view.get("started_at"), view.get("ended_at")
     took = float(ended) - float(started) if started is not None and ended is not None else None
     if took is not None and math.isfinite(took):  # two finite times may still be infinitely apart

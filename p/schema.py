@@ -15,6 +15,7 @@ from p_protocol.states import State
 
 # Each field: (name, type, when it is null or None if never, what it holds).
 # Types: string, integer, number, boolean, strings (an array of strings),
+# integers (an array of integers),
 # env (an object of variable names to strings), or the name of another table
 # here (an object of that shape), `array of ` one.
 Table = tuple[tuple[str, str, "str | None", str], ...]
@@ -50,6 +51,10 @@ JOB: Table = (
      "scheduled it: the Slurm job id"),
     ("node_list", "string", "until the engine placed it, and on tmux workers", "the node(s) Slurm gave it "
      "(Slurm's NodeList)"),
+    ("pool", "string", "not placed from a pool", "the pool its worker was chosen from (`p @POOL`)"),
+    ("position", "integer", "unless it waits (`queued`, `pending-approval`)",
+     "its place in its worker's queue, from 1, when last heard of"),
+    ("gpu_ids", "integers", None, "the worker's GPUs it was given (`-g N`), as `CUDA_VISIBLE_DEVICES` says"),
     ("rusage", "rusage", "while it runs, or when the worker could not measure it",
      "what its processes used, measured by the worker once it ended"),
     ("env", "env", None, "its variables (`-e`, `--env-file`): names to values"),
@@ -89,6 +94,22 @@ WORKER: Table = (
     ("ssh_config", "string", "none set for it", "the ssh config file used for it"),
     ("engine", "string", None, "what runs its jobs (`tmux` or `slurm`)"),
     ("check", "check", "without `--check`", "what probing it found"),
+    ("pools", "strings", None, "the pools it is in (`p @POOL -- cmd`), as this client's config says"),
+    ("state", "worker_state", "when its agent did not answer within 5 s", "what its agent said"),
+    ("problem", "string", "when its agent answered", "why it did not, as one line"),
+)
+WORKER_STATE: Table = (
+    ("slots", "integer", "no cap", "how many jobs may run there at once (`--slots`)"),
+    ("slots_used", "integer", None, "jobs running there (that the queue started)"),
+    ("queued", "integer", None, "jobs waiting in its queue, those pending approval included"),
+    ("pending_approval", "strings", None, "ids of the jobs waiting for `p approve`"),
+    ("gpus", "integers", None, "its GPU indices, declared (`--gpus`) or detected"),
+    ("gpus_free", "integers", None, "those no running job holds"),
+    ("gpus_detected", "boolean", None, "whether `gpus` came from `nvidia-smi -L` rather than `--gpus`"),
+    ("drained", "boolean", None, "whether it refuses new jobs (`p worker drain`)"),
+    ("require_approval", "boolean", None, "whether new jobs wait for `p approve`"),
+    ("load", "number", None, "its 1-minute load average"),
+    ("cpus", "integer", None, "its CPUs"),
 )
 CHECK: Table = (
     ("ok", "boolean", None, "whether it answered and has what p needs"),
@@ -98,13 +119,13 @@ CHECK: Table = (
     ("problem", "string", "when ok", "what is wrong, as one line"),
 )
 TABLES: dict[str, Table] = {"job": JOB, "show": SHOW, "rusage": RUSAGE, "event": EVENT, "worker": WORKER,
-                            "check": CHECK}
+                            "check": CHECK, "worker_state": WORKER_STATE}
 # What prints what: each output's title in docs/json.md and its shape.
 OUTPUTS = (("`p ls --json`", "an array of `job` objects, newest first", "job"),
            ("`p show --json`", "one `show` object: a `job` object and its events", "show"),
            ("`p events --json`", "one `event` object per line, oldest first", "event"),
            ("`p worker ls --json`", "an array of `worker` objects", "worker"),
-           ("", "", "rusage"), ("", "", "check"))
+           ("", "", "rusage"), ("", "", "check"), ("", "", "worker_state"))
 
 
 def _is_type(value: object, kind: str, where: str) -> list[str]:
@@ -121,6 +142,7 @@ def _is_type(value: object, kind: str, where: str) -> list[str]:
         "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
         "boolean": lambda v: isinstance(v, bool),
         "strings": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "integers": lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v),
         "env": lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(s, str)
                                                      for k, s in v.items()),
     }

@@ -60,7 +60,9 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("sync_bytes", "count", optional=True, nullable=True),
           F("rerun_of", "id", optional=True, nullable=True), F("reason", "text", optional=True, nullable=True),
           F("engine_id", "text", optional=True, nullable=True), F("node_list", "text", optional=True, nullable=True),
-          F("rusage", "rusage", optional=True, nullable=True), *SPEC)
+          F("rusage", "rusage", optional=True, nullable=True),
+          F("pool", "worker", optional=True, nullable=True), F("position", "count", optional=True, nullable=True),
+          F("gpu_ids", "indices", optional=True), *SPEC)
 # Fields that may hold null (the others take their default when absent).
 NULLABLE = frozenset(field.name for field in RECORD if field.nullable and field.name not in SPEC_NAMES)
 RECORD_NAMES = frozenset(field.name for field in RECORD)
@@ -94,7 +96,8 @@ class JobRecord:
                  workdir: str | None = None, sync_files: int | None = None, sync_bytes: int | None = None,
                  rerun_of: str | None = None, reason: str | None = None,
                  engine_id: str | None = None, node_list: str | None = None,
-                 rusage: dict[str, float | int | None] | None = None) -> None:
+                 rusage: dict[str, float | int | None] | None = None,
+                 pool: str | None = None, position: int | None = None, gpu_ids: list[int] | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -126,6 +129,9 @@ class JobRecord:
         # What its processes used, as the worker measured it once it ended
         # (p_protocol.wire.RUSAGE); None until then, or where it could not.
         self.rusage = rusage
+        self.pool = pool  # the pool its worker was chosen from (`p @POOL`), if any
+        self.position = position  # its place in its worker's queue while it waits
+        self.gpu_ids = gpu_ids or []  # the worker's GPUs it was given (`-g N`)
 
     @property
     def command(self) -> str:

@@ -5,11 +5,13 @@ together), and a worker may not be named like a verb."""
 
 from __future__ import annotations
 
-VERBS = ("ls", "attach", "logs", "wait", "show", "events", "rerun", "stop", "pull", "rm", "worker", "doctor",
-         "help")
+VERBS = ("ls", "attach", "logs", "wait", "show", "events", "rerun", "stop", "pull", "rm", "approve", "reject",
+         "worker", "doctor", "help")
 # The run form's flags: `p [WORKER] [FLAGS] -- COMMAND...`.
 RUN_FLAGS = {"-n": "no_sync", "--no-sync": "no_sync", "-d": "detach", "--detach": "detach",
              "-y": "assume_yes", "--yes": "assume_yes"}
+# The run form's worker, as a flag (`-w W`, `-w @POOL`) rather than the first word.
+RUN_WORKER_FLAGS = ("-w", "--worker")
 # The run form's flags that take a value (`-e K=V`, `--env=K=V`, `-eK=V`):
 # what they set, in command-line order (a later -e overrides an earlier one,
 # a later --timeout replaces an earlier one). p_protocol.jobspec.JobSpec

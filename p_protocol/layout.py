@@ -49,6 +49,12 @@ class JobFile:
     ENGINE_ID = "engine_id"
     NODE_LIST = "node_list"
     ENGINE_END = "engine_end"
+    # How to start the job when the worker's queue lets it through: the
+    # terminal's size, whether it gets one, whether a client will attach.
+    LAUNCH = "launch.json"
+    GPUS = "gpus"  # the GPU indices it was given (`-g N`), e.g. "0,2"
+    START_FAILED = "start.failed"  # why it could not start when its turn came
+    REJECTED = "rejected"  # present when `p reject` ended it unrun
 
 
 END_FILE_SIZE = 32
@@ -92,6 +98,18 @@ class Layout:
 
     def agent_pidfile(self, version: str = VERSION) -> str:
         return os.path.join(self.run_dir, f"agent-{version}.pid")
+
+    def agent_launcher(self, version: str = VERSION) -> str:
+        """How to start this version's agent (written by the client's start
+        script): a job that ends while no agent runs starts one with it, so
+        the worker's queue moves on."""
+        return os.path.join(self.run_dir, f"agent-{version}.start")
+
+    @property
+    def queue_file(self) -> str:
+        """The worker's queue, its jobs holding slots and its settings
+        (agent/p_agent/queue.py)."""
+        return os.path.join(self.root, "queue.json")
 
     @property
     def events_log(self) -> str:

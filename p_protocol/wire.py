@@ -31,6 +31,7 @@ MAX_LINE = 1 << 20
 # A followed `events` stream sends an empty line at least this often while
 # nothing happens: a reader hearing nothing for a few of these has lost it.
 EVENTS_HEARTBEAT = 5.0
+MAX_GPU = 1023  # GPU indices: 0 to this
 
 
 class Op(str, Enum):
@@ -51,6 +52,10 @@ class Op(str, Enum):
     WORKDIRS = "workdirs"
     SCRATCH = "scratch"
     EVENTS = "events"
+    INFO = "info"
+    CONFIGURE = "configure"
+    APPROVE = "approve"
+    REJECT = "reject"
 
 
 def _is_int(value: object) -> bool:
@@ -63,6 +68,11 @@ def _is_number(value: object) -> bool:
 
 def _is_id(value: object) -> bool:
     return isinstance(value, str) and JOB_ID_RE.match(value) is not None
+
+
+def _is_indices(value: object) -> bool:
+    return isinstance(value, list) and len(set(value)) == len(value) and all(
+        _is_int(i) and 0 <= i <= MAX_GPU for i in value)
 
 
 def _fits(fields: tuple[Field, ...], value: object) -> bool:
@@ -91,6 +101,9 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "time": ("a finite number", _is_number),
     "id": ("a job id (32 lowercase hex digits)", _is_id),
     "ids": ("a list of job ids", lambda v: isinstance(v, list) and all(_is_id(i) for i in v)),
+    "indices": ("a list of distinct GPU indices (0 to 1023)", _is_indices),
+    "gpus": ('a list of distinct GPU indices, or "auto"', lambda v: v == "auto" or _is_indices(v)),
+    "info": ("a worker's state", lambda v: _fits(INFO, v)),
     "spare": ("a spare key (16 lowercase hex digits)", lambda v: isinstance(v, str)
               and SPARE_KEY_RE.match(v) is not None),
     "worker": ("a worker name", lambda v: isinstance(v, str) and WORKER_NAME_RE.match(v) is not None),
@@ -135,17 +148,28 @@ SPEC = tuple(F(name, kind, optional=default is not REQUIRED, nullable=default is
 # What an agent says of a job, in every reply that carries one.
 # ``reason``: why a `queued` job waits, or why a `lost` job's end was not
 # recorded, when the worker knows; ``engine_id``, ``node_list``: the job's id in
-# its engine and where it runs, for engines that schedule (Slurm).
-# ``rusage``: what its processes used, once it ended, where the worker
-# measured it (agent/p_agent/rusage.py).
+# its engine and where it runs, for engines that schedule (Slurm);
+# ``position``: a job's place in its worker's queue, from 1, while it waits
+# there; ``gpu_ids``: the GPUs it was given (`-g N`), which it sees as
+# CUDA_VISIBLE_DEVICES; ``rusage``: what its processes used, once it ended,
+# where the worker measured it (agent/p_agent/rusage.py).
 JOB = (ID, F("state", "state"), F("started_at", "time", nullable=True), F("ended_at", "time", nullable=True),
        F("exit_code", "int", nullable=True), F("attachable", "bool"), F("reason", "text", optional=True, nullable=True),
        F("engine_id", "text", optional=True, nullable=True), F("node_list", "text", optional=True, nullable=True),
-       F("rusage", "rusage", optional=True, nullable=True))
+       F("rusage", "rusage", optional=True, nullable=True), F("position", "count", optional=True, nullable=True),
+       F("gpu_ids", "indices", optional=True))
 # A finished job's resource use: seconds from start to end, CPU seconds of its
 # processes in user mode and in the kernel, and the peak resident memory of
 # its largest process in bytes (null: the worker could not tell).
 RUSAGE = (F("wall", "seconds"), F("user", "seconds"), F("sys", "seconds"), F("max_rss", "count", nullable=True))
+# What an agent says of its worker (agent/p_agent/queue.py): ``slots`` null
+# is no cap; ``running`` the jobs holding slots; ``queued`` the jobs waiting
+# (pending approval included), of which ``pending`` await approval; ``gpus``
+# declared, or detected (``gpus_detected``) with `nvidia-smi -L`; ``load``
+# the 1-minute load average, over ``cpus``.
+INFO = (F("slots", "count", nullable=True), F("running", "count"), F("queued", "count"), F("pending", "ids"),
+        F("gpus", "indices"), F("gpus_free", "indices"), F("gpus_detected", "bool"), F("drained", "bool"),
+        F("approval", "bool"), F("load", "seconds"), F("cpus", "count"))
 
 SPECS: dict[Op, Spec] = {
     Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),
@@ -163,9 +187,11 @@ SPECS: dict[Op, Spec] = {
                    "`spare`: copy the synced workdir for the next job; `secrets`: the values of the "
                    "spec's secrets, which are never stored"),
     Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
-    Op.WAIT: Spec((ID, F("timeout", "seconds", optional=True, nullable=True)), (F("job", "job", nullable=True),),
+    Op.WAIT: Spec((ID, F("timeout", "seconds", optional=True, nullable=True), F("start", "bool", optional=True)),
+                  (F("job", "job", nullable=True),),
                   "reply once the job has ended, or after `timeout` seconds with the job as it is then (so a "
-                  "client can tell a long job from an agent that no longer answers)"),
+                  "client can tell a long job from an agent that no longer answers); `start`: once it has left "
+                  "the worker's queue (started, or ended unrun)"),
     Op.LOGS: Spec((ID, F("offset", "count"), F("follow", "bool")), (F("size", "count"),),
                   "the job's output from `offset`, raw bytes after the reply; `follow`: until it ends",
                   streams=True),
@@ -188,6 +214,15 @@ SPECS: dict[Op, Spec] = {
                     "the worker's event log (`~/.p/events.jsonl`) from byte `offset`: whole JSON lines "
                     "after the reply; `follow`: then each new one as it comes, never ending (an empty "
                     "line every 5 s while none does)", streams=True),
+    Op.INFO: Spec((), (F("worker", "info"),), "the worker's slots, queue, GPUs, drain, approval and load"),
+    Op.CONFIGURE: Spec((F("slots", "count", optional=True), F("gpus", "gpus", optional=True),
+                        F("drained", "bool", optional=True), F("approval", "bool", optional=True)),
+                       (F("worker", "info"),),
+                       "change the worker's settings, those given only: `slots` (0: no cap), `gpus` (\"auto\": "
+                       "detect), `drained` (takes no new jobs), `approval` (new jobs wait for `approve`)"),
+    Op.APPROVE: Spec((ID,), (F("job", "job", nullable=True),),
+                     "let a job pending approval start in its turn"),
+    Op.REJECT: Spec((ID,), (F("job", "job", nullable=True),), "end a job pending approval without running it"),
 }
 
 
@@ -273,8 +308,9 @@ def table() -> str:
     job = ", ".join(f"`{field}`" for field in JOB)
     spec = ", ".join(f"`{field}`" for field in SPEC)
     rusage = ", ".join(f"`{field}`" for field in RUSAGE)
+    info = ", ".join(f"`{field}`" for field in INFO)
     return "\n".join(rows) + (f"\n\nA `job` is an object with {job}.\n\nA `spec` is an object with {spec}."
-                              f"\n\nA `rusage` is an object with {rusage}.")
+                               f"\n\nA `rusage` is an object with {rusage}.\n\nAn `info` is an object with {info}.")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdWorkers]:
     # The Slurm login node's user finds the cluster (`slurm` below) by
     # SLURM_CONF, as every login there sets it: nothing under /etc/slurm.
     slurm_env = {"SLURM_CONF": SlurmCluster(str(root / "slurm")).conf}
-    workers = SshdWorkers(str(root)).start(["w1", "w2", "notmux", "oddarch", "noslurm", "login"], restricted,
+    workers = SshdWorkers(str(root)).start(["w1", "w2", "w3", "notmux", "oddarch", "noslurm", "login"], restricted,
                                            {"login": slurm_env})
     # A worker whose host key we do not know, one that refuses our key, one down.
     workers.add_alias("stranger", user=workers.workers["w1"].user, known_hosts=str(root / "empty_known_hosts"))

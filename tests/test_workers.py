@@ -24,7 +24,7 @@ def test_first_registered_worker_becomes_default_and_agent_runs(p: PClient) -> N
     assert second.returncode == 0, second.stderr
     assert "(default)" not in second.stderr
     listing = p("worker", "ls", check=True).stdout
-    assert [line.split()[:3] for line in listing.splitlines()[2:]] == [["w1", "w1", "*"], ["w2", "w2"]]
+    assert [line.split()[:3] for line in listing.splitlines()[2:]] == [["w1", "w1", "*"], ["w2", "w2", "-"]]
 
     p("worker", "default", "w2", check=True)
     assert yaml.safe_load((p.home / ".config/p/config.yaml").read_text())["default_worker"] == "w2"

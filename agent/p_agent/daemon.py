@@ -98,6 +98,7 @@ def serve(layout: Layout, engine: str, detach: bool, unpack_to: tuple[str, str] 
         os.write(ready_fd, b"1")
         os.close(ready_fd)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    jobs.queue.start_thread()  # jobs queued while no agent ran start now
     _watch_idle(server)
     try:
         server.serve_forever(poll_interval=0.5)

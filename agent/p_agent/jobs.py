@@ -23,6 +23,7 @@ from p_protocol.states import State
 from . import events, rusage, scratch
 from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
+from .queue import Queue, QueueRefused
 from .spares import Spares, copy_tree
 
 # After the client that prepared a workdir left without starting its job,
@@ -32,6 +33,9 @@ SYNC_GRACE = 10.0
 # A workdir no job owns, untouched this long, is left over (its client or
 # agent died); younger ones may be filling for another version's agent.
 ORPHAN_AGE = 3600.0
+# The exit status recorded for a job `p reject` ended: not allowed to run
+# (as a shell says of a command it found but cannot execute).
+REJECTED_EXIT = 126
 
 
 class Jobs:
@@ -46,6 +50,10 @@ class Jobs:
         # start), with the connection that asked: `clean` must leave that
         # workdir alone, and it goes if the client leaves without a start.
         self.syncing: dict[str, object] = {}
+        # An engine that schedules resources itself (Slurm) gives its jobs
+        # their GPUs; the queue only counts them for the others.
+        self.queue = Queue(layout, self._launch, self._ended_ids, self._start_failed,
+                           keeps_gpus=executor.name != "slurm")
 
     def prepare(self, job_id: str, spare_key: str | None, connection: object = None,
                 source: str | None = None) -> bool:
@@ -124,8 +132,8 @@ class Jobs:
                 running = [job_id for job_id in _job_ids(self.layout.jobs_dir)
                            if (job := self.view(job_id, alive)) is not None and _active(job)]
                 if running or self.syncing:
-                    raise ProtocolError(f"{len(running) + len(self.syncing)} job(s) run or are being synced "
-                                        "there; set the scratch space once they have ended")
+                    raise ProtocolError(f"{len(running) + len(self.syncing)} job(s) run, wait or are being "
+                                        "synced there; set the scratch space once they have ended")
                 with self.spares.lock:
                     if self.spares.copying:
                         raise ProtocolError("a spare copy is being made; retry in a minute")
@@ -136,11 +144,13 @@ class Jobs:
 
     def start(self, job_id: str, spec: JobSpec, cwd: str, worker: str, cols: int, rows: int, *,
               tty: bool, expect_client: bool, secrets: dict[str, str] | None = None) -> dict[str, Any]:
-        """Start the job as ``spec`` says, in a session of its own. ``tty``:
-        the job gets the session's terminal (else no terminal at all, as `ssh
-        host cmd` off one); ``expect_client``: a client is on its way to
-        attach, so the "Job done" screen waits for it even if the job ends
-        first; ``secrets``: the values of the spec's secrets (jobspec.py)."""
+        """Take the job as ``spec`` says into the worker's queue, which starts
+        it in a session of its own now or once there is room (queue.py).
+        ``tty``: the job gets the session's terminal (else no terminal at
+        all, as `ssh host cmd` off one); ``expect_client``: a client is on
+        its way to attach, so the "Job done" screen waits for it even if the
+        job ends first; ``secrets``: the values of the spec's secrets
+        (jobspec.py), kept in a 0600 file while it waits."""
         secrets = secrets or {}
         if sorted(secrets) != sorted(spec.secrets):
             raise ProtocolError("the secrets' values do not match the names the job spec gives")
@@ -156,28 +166,103 @@ class Jobs:
             events.append(self.layout, "submitted", job_id)
             # `p -n` syncs nothing: the job still gets its own (empty) workdir.
             os.makedirs(workdir, mode=0o700, exist_ok=True)
+            launch = {"cols": cols, "rows": rows, "tty": tty, "expect_client": expect_client}
             for name, text in ((JobFile.COMMAND, command), (JobFile.SPEC, json.dumps(spec.to_json())),
-                               (JobFile.CWD, cwd), (JobFile.WORKER, worker),
-                               (JobFile.STARTED_AT, f"{time.time():.3f}"), (JobFile.OUTPUT, "")):
+                               (JobFile.CWD, cwd), (JobFile.WORKER, worker), (JobFile.LAUNCH, json.dumps(launch)),
+                               (JobFile.OUTPUT, "")):
                 write_file(os.path.join(job_dir, name), text)
             for name in JobFile.END_FILES:
                 write_file(os.path.join(job_dir, name + JobFile.PENDING), " " * (END_FILE_SIZE - 1) + "\n")
             # Files, not argv or tmux's environment: only this user can read
             # them (0600 in a 0700 directory), and no `ps` shows them.
-            for name, variables in ((JobFile.ENV, spec.env), (JobFile.SECRETS, secrets)):
-                if variables:
-                    write_file(os.path.join(job_dir, name), env_script(variables))
-            # Logged before the engine starts it: a job that ends at once
-            # logs its `ended` after this line, never before.
-            events.append(self.layout, "started", job_id)
+            if secrets:
+                write_file(os.path.join(job_dir, JobFile.SECRETS), env_script(secrets))
             try:
-                self.executor.start(JobStart(job_id, job_dir, workdir, command, worker, cols, rows, tty,
-                                             expect_client, spec))
-            except BaseException as exc:
-                _forget_secrets(job_dir)  # no job will read them
-                events.append(self.layout, "failed", job_id, error=str(exc)[:400])
-                raise
-            return self.view(job_id, {job_id})  # type: ignore[return-value]
+                self.queue.submit(job_id, spec.gpus, worker)
+            except QueueRefused as exc:
+                rmtree(job_dir)
+                raise ProtocolError(str(exc)) from None
+        self.queue.schedule()
+        failed = read_file(os.path.join(job_dir, JobFile.START_FAILED))
+        if failed is not None:
+            # It was its turn and it could not start: as before there was a
+            # queue, the client hears why, and nothing is left of it.
+            rmtree(job_dir)
+            raise ProtocolError(failed)
+        view = self.view(job_id)
+        if view is not None and view.get("position") is not None:
+            events.append(self.layout, view["state"], job_id, position=view["position"])
+        return view  # type: ignore[return-value]
+
+    def _launch(self, job_id: str, gpus: list[int]) -> None:
+        """Start a job the queue let through, with ``gpus`` as its GPUs."""
+        job_dir = self.layout.job_dir(job_id)
+        try:
+            with open(os.path.join(job_dir, JobFile.LAUNCH)) as src:
+                launch = json.load(src)
+            spec = JobSpec.parse(json.loads(read_file(os.path.join(job_dir, JobFile.SPEC)) or ""))
+            cols, rows, tty, expect_client = (launch["cols"], launch["rows"], launch["tty"] is True,
+                                              launch["expect_client"] is True)
+            worker = (read_file(os.path.join(job_dir, JobFile.WORKER)) or "").strip()
+        except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+            raise ProtocolError(f"the job's files are damaged ({exc})") from None
+        env = dict(spec.env)
+        if spec.gpus and self.queue.keeps_gpus:
+            # What CUDA (and most GPU frameworks) read to pick their devices.
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
+            write_file(os.path.join(job_dir, JobFile.GPUS), ",".join(str(gpu) for gpu in gpus))
+        if env:
+            write_file(os.path.join(job_dir, JobFile.ENV), env_script(env))
+        write_file(os.path.join(job_dir, JobFile.STARTED_AT), f"{time.time():.3f}")
+        # Logged before the engine starts it: a job that ends at once
+        # logs its `ended` after this line, never before.
+        events.append(self.layout, "started", job_id, **({"gpus": gpus} if spec.gpus else {}))
+        try:
+            self.executor.start(JobStart(job_id, job_dir, self.layout.workdir(job_id), spec.command, worker,
+                                         int(cols), int(rows), tty, expect_client, spec))
+        except BaseException as exc:
+            _forget_secrets(job_dir)  # no job will read them
+            events.append(self.layout, "failed", job_id, error=str(exc)[:400])
+            raise
+
+    def _start_failed(self, job_id: str, reason: str) -> None:
+        job_dir = self.layout.job_dir(job_id)
+        _forget_secrets(job_dir)
+        try:
+            write_file(os.path.join(job_dir, JobFile.START_FAILED), f"it could not start: {reason}")
+        except OSError:
+            pass  # removed meanwhile
+
+    def _ended_ids(self, job_ids: list[str], ask_engine: bool) -> set[str]:
+        """Which of the jobs holding slots have ended, or are gone."""
+        alive = self.executor.alive() if ask_engine else None
+        return {job_id for job_id in job_ids
+                if self.finished(job_id) or not os.path.isdir(self.layout.job_dir(job_id))
+                or alive is not None and job_id not in alive}
+
+    def approve(self, job_id: str, approved: bool) -> dict[str, Any] | None:
+        """Let a job pending approval take its turn, or end it unrun."""
+        job = self.view(job_id)
+        if job is None:
+            return None
+        if job["state"] != State.PENDING_APPROVAL.value:
+            raise ProtocolError(f"the job is {job['state']}, not pending approval")
+        if approved:
+            events.append(self.layout, "approved", job_id)
+            self.queue.approve(job_id)
+        elif self.queue.withdraw(job_id):
+            events.append(self.layout, "rejected", job_id)
+            self._end_unrun(job_id, JobFile.REJECTED, REJECTED_EXIT)
+        return self.view(job_id)
+
+    def _end_unrun(self, job_id: str, mark: str, code: int) -> None:
+        """Record the end of a job that left the queue without running."""
+        job_dir = self.layout.job_dir(job_id)
+        _forget_secrets(job_dir)
+        write_file(os.path.join(job_dir, mark), "")
+        fill_in(os.path.join(job_dir, JobFile.ENDED_AT), f"{time.time():.3f}")
+        fill_in(os.path.join(job_dir, JobFile.LOG_END), "0")
+        fill_in(os.path.join(job_dir, JobFile.EXIT_CODE), str(code))
 
     # -- inspect -----------------------------------------------------------
 
@@ -186,8 +271,9 @@ class Jobs:
         job_dir = self.layout.job_dir(job_id)
         if not os.path.isdir(job_dir):
             return None
+        waiting = self.queue.state(job_id)
         alive = self.executor.alive() if alive is None else alive
-        held = job_id in alive
+        held = waiting is None and job_id in alive
         verdict = self.executor.verdict(job_id, alive)
         started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
         exit_code, ended_at = _exit_status(job_dir)
@@ -196,12 +282,16 @@ class Jobs:
                 state = State.TIMEOUT  # its --timeout passed (run.sh's watchdog)
             elif os.path.exists(os.path.join(job_dir, JobFile.STOPPED)):
                 state = State.STOPPED
+            elif os.path.exists(os.path.join(job_dir, JobFile.REJECTED)):
+                state = State.REJECTED
             else:
                 state = State.DONE
             if state is State.DONE and verdict.state is not None and verdict.state.finished:
                 state = verdict.state  # the engine ended it (a time limit, a failed node)
+        elif waiting is not None:
+            state, ended_at, started_at = waiting[0], None, None  # in the worker's queue
         elif verdict.state is State.QUEUED:
-            state, ended_at = State.QUEUED, None
+            state, ended_at = State.QUEUED, None  # in its engine's
         elif held:
             state, ended_at = State.RUNNING, None
         else:
@@ -216,6 +306,11 @@ class Jobs:
             view.update(engine_id=verdict.engine_id, node_list=verdict.node_list)
         if exit_code is not None:
             view["rusage"] = rusage.measured(job_dir, started_at, ended_at)
+        if waiting is not None:
+            view["position"] = waiting[1]
+        gpus = read_file(os.path.join(job_dir, JobFile.GPUS))
+        if gpus:
+            view["gpu_ids"] = [int(gpu) for gpu in gpus.split(",") if gpu.strip().isdigit()]
         return view
 
     def views(self, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -235,11 +330,14 @@ class Jobs:
         job = self.view(job_id)
         return job is None or not _active(job)
 
-    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any] | None:
+    def wait(self, job_id: str, timeout: float | None = None, start: bool = False) -> dict[str, Any] | None:
         """Block until the job has an exit code or is lost, or for at most
-        ``timeout`` seconds; the job as it is then."""
+        ``timeout`` seconds; the job as it is then. With ``start``, only
+        until it has left the worker's queue (started, or ended unrun)."""
         give_up = None if timeout is None else time.monotonic() + timeout
         for count, delay in enumerate(poll_intervals()):
+            if start and self.queue.state(job_id) is None:
+                return self.view(job_id)
             if self.has_ended(job_id, ask_engine=count % ASK_ENGINE_EVERY == 0):
                 return self.view(job_id)
             if give_up is not None and time.monotonic() >= give_up:
@@ -250,6 +348,11 @@ class Jobs:
     # -- control -----------------------------------------------------------
 
     def stop(self, job_id: str, grace: float) -> dict[str, Any] | None:
+        if self.queue.withdraw(job_id):
+            # It never ran: recorded as a stop that killed it at once.
+            events.append(self.layout, "stopped", job_id, queued=True)
+            self._end_unrun(job_id, JobFile.STOPPED, 128 + signal.SIGTERM)
+            return self.view(job_id)
         job = self.view(job_id)
         if job is None or not _active(job):
             return job
@@ -293,6 +396,7 @@ class Jobs:
     def remove(self, job_id: str, force: bool, spare_key: str | None = None) -> None:
         """The job's session, directory and workdir; with ``spare_key``, also
         that directory's spare copy (its last job is gone)."""
+        self.queue.withdraw(job_id)  # it never ran: nothing to stop
         job = self.view(job_id)
         if job is not None and _active(job):
             if not force:
@@ -380,7 +484,7 @@ def _exit_status(job_dir: str) -> tuple[int | None, float | None]:
 
 # What the run form may ask that an engine does not yet honour: refused
 # with the flag's name, never silently ignored.
-_NOT_YET = {"max_output": "--max-output", "gpus": "-g"}
+_NOT_YET = {"max_output": "--max-output"}
 _SLURM_ONLY = {"cpus": "--cpus", "mem": "--mem", "nodes": "--nodes", "sbatch_args": "--sbatch-arg"}
 
 
@@ -414,6 +518,9 @@ def _why_lost(job_dir: str) -> str | None:
     """What kept a lost job's end from being recorded, when its script saw
     it: a full disk (its reserved space was no use, e.g. on a copy-on-write
     filesystem). A cause is named only when it was observed."""
+    failed = read_file(os.path.join(job_dir, JobFile.START_FAILED))
+    if failed is not None:
+        return failed.strip()
     if not os.path.exists(os.path.join(job_dir, JobFile.END_FAILED)):
         return None
     worker = (read_file(os.path.join(job_dir, JobFile.WORKER)) or "").strip() or "the worker"

@@ -12,7 +12,7 @@ import re
 from shlex import quote
 
 from p_protocol import STOP_GRACE, checked_job_id
-from p_protocol.layout import END_FILE_SIZE, JobFile
+from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 
 # Why each step:
 # - A job started from a terminal gets the session's terminal: `set -m` gives
@@ -59,6 +59,13 @@ from p_protocol.layout import END_FILE_SIZE, JobFile
 #   the status bar and the client compute the same duration from the same
 #   numbers; `exitcode` is written last, in one small write: once it holds a
 #   number, the job has finished.
+# - Its slot frees when the job ends: jobs waiting in the worker's queue
+#   (queue.py) start then. The agent looks for that, but if no agent runs
+#   (killed, crashed), nobody would: the script starts one with the launcher
+#   the client's start script left, and it picks the queue up. The agent
+#   holds its pid file locked while it serves (`flock -n` tells), and writes
+#   the queue with "waiting": [{ only when jobs wait. It gets the umask this
+#   script was given, which its jobs then get, not this script's own.
 # - The "Job done" screen is for someone who is looking. With no client
 #   attached the script ends, and the session with it: nothing stays behind
 #   per finished job. A client that was told to expect the job (an attached
@@ -94,7 +101,7 @@ size=$(wc -c < "$job/{output}")
 record {log_end} "$size"
 printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
 record {exitcode} "$code"
-pane() {{
+{kick}pane() {{
     tmux -S "$sock" display-message -p -t "$TMUX_PANE" "$1" 2>/dev/null
 }}
 n=0
@@ -111,6 +118,18 @@ stty raw -echo min 0 time 5 2>/dev/null
 while attached; do
     [ "$(dd bs=1 count=1 2>/dev/null | wc -c)" -eq 0 ] || break
 done
+"""
+
+# Starts the agent when jobs wait in the queue and none runs (see above).
+KICK = """\
+agent_up() {{
+    [ -f "$1" ] || return 1
+    if command -v flock >/dev/null 2>&1; then ! flock -n "$1" true 2>/dev/null
+    else kill -0 "$(cat "$1")" 2>/dev/null; fi
+}}
+if grep -q '"waiting": \\[{{' {queue} 2>/dev/null && [ -f {agent_start} ] && ! agent_up {pidfile}; then
+    (umask "$user_umask"; trap '' HUP; sh {agent_start} </dev/null >/dev/null 2>&1 &)
+fi
 """
 
 # Writes end file $1 as $2 over its reserved space (needs $job).
@@ -260,10 +279,11 @@ def record_fn() -> str:
 
 def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log: str, *, tty: bool,
            expect_client: bool, launcher: list[str] | None = None, timeout: float | None = None,
-           capped: bool = False) -> str:
+           capped: bool = False, layout: Layout | None = None) -> str:
     """``launcher``: words that run the job's shell (Slurm's ``srun`` on
     several nodes); they land inside a single-quoted `sh -c`, so only tame
-    words are taken."""
+    words are taken. ``layout``: the agent's, whose queue the job's end may
+    have to move on (see above); not on a node with no agent."""
     if not all(_TAME_WORD.match(word) for word in launcher or []):
         raise ValueError(f"launcher words must be plain: {launcher!r}")
     start = TTY_START if tty else NO_TTY_START
@@ -278,6 +298,8 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
         timed_out=JobFile.TIMED_OUT,
         times_before="" if launcher else f'times > "$job/{JobFile.CPU_TIMES}"\n',
         times_after="" if launcher else f'times >> "$job/{JobFile.CPU_TIMES}"\n',
+        kick=KICK.format(queue=quote(layout.queue_file), agent_start=quote(layout.agent_launcher()),
+                         pidfile=quote(layout.agent_pidfile())) if layout is not None else "",
         start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
                            load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS),
                            launcher="".join(word + " " for word in launcher or [])),

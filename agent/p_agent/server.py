@@ -77,7 +77,7 @@ class Agent:
         return ok(jobs=self.jobs.views(request["ids"]))
 
     def on_wait(self, request: dict[str, Any]) -> dict[str, Any]:
-        return ok(job=self.jobs.wait(request["id"], request["timeout"]))
+        return ok(job=self.jobs.wait(request["id"], request["timeout"], start=request["start"] is True))
 
     def on_logs(self, request: dict[str, Any], out: BinaryIO) -> Streamed:
         self._stream_log(request["id"], request["offset"], request["follow"], out)
@@ -124,6 +124,29 @@ class Agent:
         except OSError as exc:
             print(f"events: {exc}", file=sys.stderr)  # the stream is raw by now (see _stream_log)
         return STREAMED
+
+    def on_info(self, _: dict[str, Any]) -> dict[str, Any]:
+        return ok(worker=self._info())
+
+    def on_configure(self, request: dict[str, Any]) -> dict[str, Any]:
+        was = self.jobs.queue.settings.drained
+        self.jobs.queue.configure(request["slots"], request["gpus"], request["drained"], request["approval"])
+        if request["drained"] is not None and request["drained"] != was:
+            events.append(self.layout, "drained" if request["drained"] else "resumed")
+        return ok(worker=self._info())
+
+    def on_approve(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(job=self.jobs.approve(request["id"], True))
+
+    def on_reject(self, request: dict[str, Any]) -> dict[str, Any]:
+        return ok(job=self.jobs.approve(request["id"], False))
+
+    def _info(self) -> dict[str, Any]:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0  # no load average here (it is only a tie-breaker)
+        return {**self.jobs.queue.summary(), "load": round(load, 2), "cpus": os.cpu_count() or 1}
 
     def _stream_log(self, job_id: str, offset: int, follow: bool, out: BinaryIO) -> None:
         path = self.jobs.log_path(job_id)
@@ -186,7 +209,8 @@ class Agent:
     def idle(self) -> bool:
         with self.lock:
             quiet = self.connections == 0 and time.monotonic() - self.last_activity > IDLE_SECONDS
-        return quiet and not self.jobs.executor.alive()
+        # Never while jobs wait: nobody else would start them.
+        return quiet and not self.jobs.queue.busy() and not self.jobs.executor.alive()
 
 
 class Handler(socketserver.StreamRequestHandler):

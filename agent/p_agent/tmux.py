@@ -171,7 +171,7 @@ class TmuxExecutor:
                    scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket,
                                   self.layout.events_log, tty=job.tty,
                                   expect_client=job.expect_client, timeout=job.spec.timeout,
-                                  capped=job.spec.max_output is not None))
+                                  capped=job.spec.max_output is not None, layout=self.layout))
         awk_file = None
         if job.spec.max_output is not None:
             awk_file = path(job.job_dir, JobFile.CAPTURE)

@@ -13,7 +13,7 @@ from p_protocol.wire import Op
 from .. import link as link_module
 from .. import output, results
 from ..errors import LINK_LOST, PError
-from ..joblink import open_job
+from ..joblink import open_job, wait_for_start, waiting_line
 from ..link import Link
 from ..reconcile import query
 from ..relink import Relink
@@ -74,6 +74,13 @@ def attach(job: str) -> int:
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     with open_job(job) as opened:
         view = opened.view()
+        if view is not None and view.get("position") is not None:  # in the worker's queue
+            record = opened.save(view)
+            if not terminal:
+                raise PError(f"{waiting_line(record).removeprefix('p: ')}; attach needs a terminal, "
+                             f"`p logs -f {record.short_id}` follows its output once it starts")
+            # It attaches the moment the job starts.
+            view = wait_for_start(opened.link, record, stream=False)
         argv = None
         if view is not None and view["attachable"] and (view["state"] == State.RUNNING.value or terminal):
             argv = opened.link.agent.request(Op.ATTACH, id=opened.record.id)["argv"]

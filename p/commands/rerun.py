@@ -20,5 +20,8 @@ def rerun(job: str, same_files: bool, detach: bool, assume_yes: bool) -> int:
     earlier = Store().find(job)
     spec = JobSpec(**earlier.spec.to_json())
     secrets = secret_values(spec.secrets)  # before any connection, as the run form
-    return launch(earlier.worker, spec, secrets, no_sync=not earlier.synced, detach=detach,
+    # Placed from a pool: placed again (`--same-files` copies the old
+    # workdir, which is on its worker only).
+    target = f"@{earlier.pool}" if earlier.pool is not None and not same_files else earlier.worker
+    return launch(target, spec, secrets, no_sync=not earlier.synced, detach=detach,
                   assume_yes=assume_yes, same_files_as=earlier if same_files else None, rerun_of=earlier.id)

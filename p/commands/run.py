@@ -29,6 +29,7 @@ from .. import link as link_module
 from ..agent_client import AgentRefused
 from ..errors import PError, Terminated
 from ..fsutil import atomic_write
+from ..joblink import wait_for_start, waiting_line
 from ..link import Link
 from ..reconcile import apply
 from ..relink import Relink
@@ -58,13 +59,20 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     id. The run form and `p rerun` both come here."""
     cwd = os.getcwd()
     store = Store()
-    link = link_module.connect(worker_name)
+    pool = worker_name[1:] if worker_name is not None and worker_name.startswith("@") else None
+    if pool is not None:
+        from ..config import load
+        from ..placement import place
+
+        link = place(load(), pool, spec.gpus)
+    else:
+        link = link_module.connect(worker_name)
     worker = link.worker.name
     defaults = link.worker.sbatch_options() if link.worker.engine == "slurm" else []
     if spec.sbatch_args[:len(defaults)] != defaults:  # a rerun's spec holds them already
         spec.sbatch_args = defaults + spec.sbatch_args
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), spec=spec,
-                       started_at=time.time(), synced=not no_sync, checked_at=time.time())
+                       started_at=time.time(), synced=not no_sync, checked_at=time.time(), pool=pool)
     record.workdir, record.rerun_of = link.layout.workdir(record.id), rerun_of
     if same_files_as is not None:
         # Its files are that job's, and so is the directory they came from.
@@ -115,17 +123,33 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     try:
         if started["job"]["state"] == State.RUNNING.value:
             events.append("started", record.id, worker, State.RUNNING.value)
+        record = apply(record, started["job"])
+        # Waiting in the worker's queue (not in an engine's, such as Slurm's,
+        # which its attach command waits out by itself).
+        in_queue = record.position is not None
+        if in_queue:
+            store.save(record)  # queued, pending approval: `p ls` says so
         if detach:
+            if in_queue:
+                output.say(waiting_line(record))
             print(record.id, flush=True)
             return 0
-        if started["argv"] is None:
-            record = apply(record, started["job"])
     except KeyboardInterrupt as exc:
         _halt(link, store, record, exc, starting=False)
         raise
-    if started["argv"] is not None:
+    argv = started["argv"]
+    if in_queue:
+        view, link = wait_for_start(link, record, stream=not tty)
+        if view is not None:
+            record = apply(record, view)
+            if State(record.status).finished:  # stopped or rejected while it waited
+                store.save(record)
+                output.say(output.summary(record))
+                return output.exit_status(record)
+            argv = link.agent.request(Op.ATTACH, id=record.id)["argv"]
+    if argv is not None:
         link.close()
-        return attach_session(link, record, started["argv"])
+        return attach_session(link, record, argv)
     return _stream(link, store, record)
 
 

@@ -17,7 +17,9 @@ def stop(job: str, grace: float) -> int:
         record = opened.save(view)
     if view is None:
         raise PError(f"worker {record.worker} has no trace of job {record.short_id}")
-    if record.status == State.STOPPED.value and was != State.STOPPED.value:
+    if record.status == State.STOPPED.value and was in (State.QUEUED.value, State.PENDING_APPROVAL.value):
+        output.say(f"p: took job {record.short_id} out of {record.worker}'s queue; it never ran")
+    elif record.status == State.STOPPED.value and was != State.STOPPED.value:
         output.say(f"p: stopped job {record.short_id} (exit {record.exit_code})")
     else:
         output.say(f"p: job {record.short_id} was not running ({output.status_text(record)})")

@@ -13,8 +13,9 @@ from p_protocol.wire import Op
 from .. import config as config_module
 from .. import link as link_module
 from .. import output, provision
-from ..config import Config, Worker
+from ..config import ALL_POOL, Config, Worker
 from ..errors import PError
+from ..placement import Answer, survey
 from ..ssh import Transport, host_of, split_connection
 from ..store import Store
 from ..table import render, size
@@ -23,10 +24,55 @@ from ..verbs import VERBS
 CHECK_TIMEOUT = 20.0
 
 
+class Settings:
+    """A worker's settings as `register` and `set` take them; None: unchanged."""
+
+    def __init__(self, slots: int | None = None, gpus: str | None = None, pools: list[str] | None = None,
+                 no_pools: list[str] | None = None, require_approval: bool | None = None) -> None:
+        self.slots = slots
+        self.gpus = _gpu_list(gpus) if gpus is not None else None
+        self.pools = pools or []
+        self.no_pools = no_pools or []
+        self.require_approval = require_approval
+        for pool in (*self.pools, *self.no_pools):
+            if not WORKER_NAME_RE.match(pool) or pool == ALL_POOL:
+                raise PError(f"{pool!r} cannot name a pool (letters, digits, '.', '_', '-'; "
+                             f"`{ALL_POOL}` is every worker already)", exit_code=2)
+
+    def for_agent(self) -> dict[str, object]:
+        """What goes to the worker's agent (Op.CONFIGURE): pools stay here."""
+        fields: dict[str, object] = {}
+        if self.slots is not None:
+            fields["slots"] = self.slots
+        if self.gpus is not None:
+            fields["gpus"] = self.gpus
+        if self.require_approval is not None:
+            fields["approval"] = self.require_approval
+        return fields
+
+    def apply(self, worker: Worker, info: dict[str, object] | None) -> None:
+        """Into the client's config: pools as asked, the rest as the agent says."""
+        worker.pools = [pool for pool in dict.fromkeys([*worker.pools, *self.pools]) if pool not in self.no_pools]
+        if info is not None:
+            worker.slots = info["slots"]  # type: ignore[assignment]
+            worker.gpus = None if info["gpus_detected"] else info["gpus"]  # type: ignore[assignment]
+            worker.require_approval = bool(info["approval"])
+
+
+def _gpu_list(text: str) -> list[int] | str:
+    if text.strip().lower() == "auto":
+        return "auto"  # type: ignore[return-value]
+    words = [word.strip() for word in text.split(",") if word.strip()]
+    if not all(word.isdigit() and int(word) <= 1023 for word in words) or len(set(words)) != len(words):
+        raise PError(f"--gpus {text!r}: expected distinct GPU indices such as 0,1,2,3 (or auto)", exit_code=2)
+    return [int(word) for word in words]
+
+
 def register(connection: str, name: str | None, ssh_config: str | None, make_default: bool,
-             scratch: str | None = None, slurm: Worker | None = None) -> int:
+             scratch: str | None = None, slurm: Worker | None = None, settings: Settings | None = None) -> int:
     """``slurm``: a Slurm login node, with the settings of its jobs (a
-    Worker with only those set)."""
+    Worker with only those set); ``settings``: its slots, GPUs, pools and
+    approval."""
     split_connection(connection)  # refuses what is not an SSH target
     name = name or host_of(connection)
     if not WORKER_NAME_RE.match(name):
@@ -54,14 +100,17 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
         raise PError(f"{connection} lacks {', '.join(facts.missing_slurm)} on PATH, so it is no Slurm login "
                      "node for p; install Slurm's client there, or make its login shell find them")
     agent = link_module.connect_cold(transport, facts)
+    settings = settings or Settings()
     try:
         if agent.engine != (worker.engine or "tmux"):
             raise PError(f"{connection} already serves p with {agent.engine} jobs (one engine per login); "
                          f"register it with another user, or `p worker rm` the worker that uses it")
         if scratch is not None:
             placed = agent.request(Op.SCRATCH, path=scratch, blocking=True)
+        info = agent.request(Op.CONFIGURE, **settings.for_agent())["worker"] if settings.for_agent() else None
     finally:
         agent.close()
+    settings.apply(worker, info)
     if make_default or config.default_worker is None or not config.has_worker(config.default_worker):
         config.default_worker = name
     config_module.save(config)
@@ -70,6 +119,8 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
                f"p-agent {VERSION}")
     if scratch is not None:
         _say_scratch(name, placed)
+    if info is not None:
+        output.say(f"p: worker {name}: {_settings_text(info)}")
     return 0
 
 
@@ -84,17 +135,69 @@ def _slurm_settings(slurm: Worker) -> None:
             raise PError(f"--sbatch-arg: {problem}", exit_code=2)
 
 
-def set_(name: str, scratch: str | None) -> int:
-    """Change a worker's settings kept on the worker itself: its scratch space."""
-    if scratch is None:
+def set_(name: str, scratch: str | None, settings: Settings | None = None) -> int:
+    """Change a worker's settings: those kept on the worker (scratch space,
+    slots, GPUs, approval) go to its agent; its pools are this client's."""
+    settings = settings or Settings()
+    if scratch is None and not settings.for_agent() and not settings.pools and not settings.no_pools:
         raise PError(f"nothing to set for worker {name}; see `p worker set --help`")
-    link = link_module.connect(name)
-    try:
-        placed = link.agent.request(Op.SCRATCH, path=scratch, blocking=True)
-    finally:
-        link.close()
-    _say_scratch(name, placed)
+    config = config_module.load()
+    worker = config.worker(name)
+    info = None
+    if scratch is not None or settings.for_agent():
+        link = link_module.connect(name, config=config)
+        try:
+            if scratch is not None:
+                placed = link.agent.request(Op.SCRATCH, path=scratch, blocking=True)
+                _say_scratch(name, placed)
+            if settings.for_agent():
+                info = link.agent.request(Op.CONFIGURE, **settings.for_agent())["worker"]
+        finally:
+            link.close()
+    settings.apply(worker, info)
+    config_module.save(config)
+    if info is not None:
+        output.say(f"p: worker {name}: {_settings_text(info)}")
+    if settings.pools or settings.no_pools:
+        output.say(f"p: worker {name} is in pools: {', '.join(worker.pools) or 'none'}")
     return 0
+
+
+def _settings_text(info: dict[str, object]) -> str:
+    slots = "no cap on jobs at once" if info["slots"] is None else f"{info['slots']} job(s) at once"
+    gpus = info["gpus"] or []
+    found = " (detected)" if info["gpus_detected"] else ""
+    gpu_text = f"GPUs {','.join(map(str, gpus))}{found}" if gpus else f"no GPUs{found}"  # type: ignore[call-overload]
+    approval = "; jobs wait for `p approve`" if info["approval"] else ""
+    drained = "; drained" if info["drained"] else ""
+    return f"{slots}, {gpu_text}{approval}{drained}"
+
+
+def drain(names: list[str], every: bool, *, drained: bool) -> int:
+    """`p worker drain|resume`: the flag lives on the worker, for every client."""
+    config = config_module.load()
+    verb = "drain" if drained else "resume"
+    if every == bool(names):
+        raise PError(f"give worker names or --all; usage: p worker {verb} NAME... | --all", exit_code=2)
+    workers = config.workers if every else [config.worker(name) for name in names]
+    failed = False
+    for worker in workers:
+        try:
+            link = link_module.connect(worker.name, config=config)
+            try:
+                info = link.agent.request(Op.CONFIGURE, drained=drained)["worker"]
+            finally:
+                link.close()
+        except PError as exc:
+            output.say(output.about_worker(worker.name, exc.message))
+            failed = True
+            continue
+        if drained:
+            output.say(f"p: drained worker {worker.name}: it takes no new jobs; {info['queued']} queued "
+                       f"wait, {info['running']} running finish. `p worker resume {worker.name}` undoes it")
+        else:
+            output.say(f"p: worker {worker.name} takes jobs again ({info['queued']} queued)")
+    return 1 if failed else 0
 
 
 def _say_scratch(name: str, placed: dict[str, object]) -> None:
@@ -108,17 +211,24 @@ def ls(check: bool, as_json: bool = False) -> int:
         output.say("p: no worker registered; add one with `p worker register user@host`")
         return 0
     checks: list[dict[str, object] | None] = [None] * len(config.workers)
-    if check and config.workers:
-        with ThreadPoolExecutor(max_workers=min(64, len(config.workers))) as pool:
-            checks = list(pool.map(lambda w: _check(config, w), config.workers))
+    answers: list[Answer] = []
+    if config.workers:
+        # Probing (--check) and asking the agents run side by side.
+        with ThreadPoolExecutor(max_workers=min(64, len(config.workers)) + 1) as pool:
+            probed = pool.map(lambda w: _check(config, w), config.workers) if check else None
+            answers = survey(config, config.workers)
+            if probed is not None:
+                checks = list(probed)
     failed = any(result is not None and not result["ok"] for result in checks)
     if as_json:
         print(json.dumps([{"name": w.name, "connection": w.connection, "default": w.name == config.default_worker,
-                           "ssh_config": w.ssh_config, "engine": w.engine or ENGINES[0], "check": result}
-                          for w, result in zip(config.workers, checks)], indent=1))
+                           "ssh_config": w.ssh_config, "engine": w.engine or ENGINES[0], "check": result,
+                           "pools": w.pools, "state": _state_json(answer), "problem": answer.problem}
+                          for w, result, answer in zip(config.workers, checks, answers)], indent=1))
         return 1 if failed else 0
-    headers = ["NAME", "CONNECTION", "DEFAULT"]
-    rows = [[w.name, w.connection, "*" if w.name == config.default_worker else ""] for w in config.workers]
+    headers = ["NAME", "CONNECTION", "DEFAULT", "POOLS", "SLOTS", "QUEUE", "GPUS", "STATE"]
+    rows = [[w.name, w.connection, "*" if w.name == config.default_worker else "-", ",".join(w.pools) or "-",
+             *_usage(answer)] for w, answer in zip(config.workers, answers)]
     if check:
         headers += ["ARCH", "SCRATCH", "FREE", "STATUS"]
         for row, result in zip(rows, checks):
@@ -128,6 +238,30 @@ def ls(check: bool, as_json: bool = False) -> int:
                     "-" if not isinstance(free, int) else size(free), str(result["problem"] or "ok")]
     print(render(headers, rows))
     return 1 if failed else 0
+
+
+def _state_json(answer: Answer) -> dict[str, object] | None:
+    """What the worker's agent said (p/schema.py WORKER_STATE), or None."""
+    info = answer.info
+    if info is None:
+        return None
+    return {"slots": info["slots"], "slots_used": info["running"], "queued": info["queued"],
+            "pending_approval": info["pending"], "gpus": info["gpus"], "gpus_free": info["gpus_free"],
+            "gpus_detected": info["gpus_detected"], "drained": info["drained"],
+            "require_approval": info["approval"], "load": info["load"], "cpus": info["cpus"]}
+
+
+def _usage(answer: Answer) -> list[str]:
+    """SLOTS (used/cap), QUEUE, GPUS (free/total) and STATE of one worker."""
+    info = answer.info
+    if info is None:
+        return ["-", "-", "-", "unreachable"]
+    slots = f"{info['running']}/{info['slots'] if info['slots'] is not None else '-'}"
+    gpus = f"{len(info['gpus_free'])}/{len(info['gpus'])}" if info["gpus"] else "-"
+    state = "drained" if info["drained"] else "ok"
+    if info["approval"]:
+        state += ",approval"
+    return [slots, str(info["queued"]), gpus, state]
 
 
 def _check(config: Config, worker: Worker) -> dict[str, object]:
