@@ -130,6 +130,15 @@ class AgentClient:
             if view is None or State(view["state"]).finished:
                 return view
 
+    def wait_start(self, job_id: str) -> dict[str, Any] | None:
+        """The job once it has left the worker's queue (started, or ended
+        unrun), asked in slices as ``wait`` is."""
+        while True:
+            view = self.request(Op.WAIT, id=job_id, timeout=WAIT_SLICE, start=True,
+                                deadline=WAIT_SLICE + self.timeout * 4)["job"]
+            if view is None or view.get("position") is None:
+                return view
+
     def stop(self, job_id: str, grace: float) -> dict[str, Any] | None:
         """SIGTERM, SIGKILL after ``grace``: the job as it ended."""
         return self.request(Op.STOP, id=job_id, grace=grace, deadline=grace + self.timeout * 4)["job"]

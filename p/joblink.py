@@ -57,15 +57,20 @@ def waiting_line(record: JobRecord) -> str:
     return f"p: queued on {record.worker}, position {record.position}"
 
 
-def wait_for_start(link: Link, record: JobRecord, *, stream: bool) -> dict[str, Any] | None:
+def wait_for_start(link: Link, record: JobRecord, *, stream: bool) -> tuple[dict[str, Any] | None, Link]:
     """Say where the job waits; unless its output is about to be streamed
-    (which waits by itself), block until it leaves the queue and return
-    what the worker says of it then."""
+    (which waits by itself), block until it leaves the queue, riding out a
+    link that breaks meanwhile (relink.py): what the worker says of it
+    then, and the link to use from now on."""
     output.say(waiting_line(record))
     if stream:
-        return None
+        return None, link
+    from .relink import Relink
+
+    relink = Relink(link, what=f"waiting for job {record.short_id} to start",
+                    resume_hint=f"`p attach {record.short_id}`")
     try:
-        return link.agent.request(Op.WAIT, id=record.id, start=True, blocking=True)["job"]  # type: ignore[no-any-return]
+        return relink.follow(lambda now: now.agent.wait_start(record.id)), relink.link
     except KeyboardInterrupt:
         raise PError(f"left job {record.short_id} waiting on {record.worker}; `p attach {record.short_id}` "
                      f"waits for it again, `p stop {record.short_id}` takes it out of the queue",

@@ -226,6 +226,10 @@ def test_attaching_to_a_queued_job_attaches_when_it_starts(p1: PClient) -> None:
         queued = [job["id"] for job in p1.jobs() if job["id"] != blocker][0]
         other = screen.start("attach", queued[:8])
         screen.wait_for(other, r"p: queued on w1, position 1")
+        # The link breaks while they wait: they reconnect and wait on.
+        p1.close_masters()
+        for target in (window, other):
+            screen.wait_for(target, r"p: the link to w1 is back; waiting for job [0-9a-f]{8} to start again")
         p1("stop", blocker[:8], "-t", "1", check=True)
         for target in (window, other):
             screen.wait_for(target, r"started-now")

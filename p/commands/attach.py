@@ -80,7 +80,7 @@ def attach(job: str) -> int:
                 raise PError(f"{waiting_line(record).removeprefix('p: ')}; attach needs a terminal, "
                              f"`p logs -f {record.short_id}` follows its output once it starts")
             # It attaches the moment the job starts.
-            view = wait_for_start(opened.link, record, stream=False)
+            view, opened.link = wait_for_start(opened.link, record, stream=False)
         argv = None
         if view is not None and view["attachable"] and (view["state"] == State.RUNNING.value or terminal):
             argv = opened.link.agent.request(Op.ATTACH, id=opened.record.id)["argv"]
