@@ -43,13 +43,14 @@ def attach_session(link: Link, record: JobRecord, argv: list[str]) -> int:
         try:
             record = query(fresh.agent, [record])[0]
             Store().save(record)
-            if record.status == State.RUNNING.value:
+            if not record.finished:  # running, or still queued (Ctrl+C while it waited)
                 if code == LINK_LOST:
                     again = fresh.agent.request(Op.ATTACH, id=record.id)["argv"]
                     if again is not None:
                         argv = again
                         continue
-                output.say(f"p: detached from job {record.short_id}; it keeps running on {record.worker}. "
+                keeps = "keeps running" if record.status == State.RUNNING.value else f"stays {record.status}"
+                output.say(f"p: detached from job {record.short_id}; it {keeps} on {record.worker}. "
                            f"`p attach {record.short_id}` returns, `p logs {record.short_id}` shows its output")
                 return 0
             if code in (NOT_ATTACHED, LINK_LOST):
