@@ -44,8 +44,9 @@ def selftest() -> int:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         path = layout.agent_socket()
         job_id = uuid.uuid4().hex
-        reply, _ = _request(path, request(Op.START, id=job_id, command="echo selftest-$((6*7)); exit 3", cwd="/",
-                                          worker="selftest", cols=80, rows=24, tty=False, attach=False))
+        spec = {"command": "echo selftest-$((6*7)); exit 3"}
+        reply, _ = _request(path, request(Op.START, id=job_id, spec=spec, cwd="/", worker="selftest", cols=80,
+                                          rows=24, tty=False, attach=False))
         if not reply.get("ok"):
             print(f"selftest failed: start: {reply.get('error')}")
             return 1
