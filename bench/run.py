@@ -202,6 +202,11 @@ class Bench:
         small, large = fill(10), fill(10000)
         self.report("p ls: 10,000 records / 10", large / small, 1.5,
                     f"{small * 1000:.0f} ms vs {large * 1000:.0f} ms")
+        # Tab after `p attach ` in bash, as typer's script asks it (issue 14).
+        completing = {**self.env, "_P_COMPLETE": "complete_bash", "COMP_WORDS": "p\nattach\n", "COMP_CWORD": "2"}
+        tab = median_time([P], completing)
+        self.report("completion of job ids, 10,000 records (ms)", tab * 1000, 100,
+                    "`p attach <Tab>` in bash, absolute")
         shutil.rmtree(jobs)
         (self.home / "data" / "p" / "jobs.index.json").unlink(missing_ok=True)
 

@@ -10,12 +10,14 @@ import typer
 from p_protocol import STOP_GRACE
 
 from . import __version__
+from .completion import job_candidates, worker_candidates
 
 RUN_HELP = """\
 Push a command to a worker and track it as a job.
 
   p [WORKER|@POOL] [-w WORKER|@POOL] [-n|--no-sync] [-d|--detach] [-y|--yes] [-g N]
-    [-e NAME=VALUE]... [--env-file FILE]... [--secret NAME]... [--pull PATH]... -- COMMAND...
+    [--ctrl-c-detaches] [--notify] [-e NAME=VALUE]... [--env-file FILE]... [--secret NAME]...
+    [--pull PATH]... [--exclude PATTERN]... [--dry-run-sync] [-p REMOTE[:LOCAL]]... -- COMMAND...
 
 syncs the current directory to WORKER (default: the default worker; @POOL:
 the least loaded worker of that pool, @all: of all), runs COMMAND there in
@@ -29,15 +31,27 @@ without asking. -e and --env-file (dotenv lines) put variables in the
 job's environment; --secret NAME passes $NAME (asked for on a terminal
 when unset) to the job only: in no argv, record or log. --pull PATH copies
 PATH from the job's workdir into the current directory when the job ends.
+A .pignore file (gitignore syntax) and --exclude PATTERN leave more out of
+the sync than .gitignore does; --dry-run-sync lists what would be synced.
+-p forwards the job's port REMOTE to localhost:LOCAL until the job ends.
+--ctrl-c-detaches (or detach_on_ctrl_c: true in the config): while
+attached, Ctrl+C detaches instead of reaching the job. --notify: tell
+of the job's end as `notify:` in the config says, even after p returned.
+
+Scripts and coding agents: `p help agents`.
 """
 
-app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=False,
+# add_completion: typer's --install-completion and --show-completion; the
+# shells' calls are answered by p/completion.py first, then by typer.
+app = typer.Typer(help=RUN_HELP, no_args_is_help=True, add_completion=True,
                   pretty_exceptions_enable=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
 worker_app = typer.Typer(help="Register and manage workers.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
 
-JobArg = Annotated[str, typer.Argument(help="job id or a unique prefix of it, as `p ls` shows")]
+JobArg = Annotated[str, typer.Argument(help="job id or a unique prefix of it, as `p ls` shows",
+                                       autocompletion=job_candidates)]
+WorkerArg = Annotated[str, typer.Argument(help="a registered worker's name", autocompletion=worker_candidates)]
 # A worker's settings, at `worker register` and `worker set`.
 SlotsOpt = Annotated[Optional[int], typer.Option(  # noqa: UP045
     "--slots", min=0, help="how many jobs run there at once; more wait in its queue (0: no cap, the default)")]
@@ -84,11 +98,15 @@ def ls_cmd(
 
 
 @app.command()
-def attach(job: JobArg) -> None:
+def attach(job: JobArg,
+           ctrl_c_detaches: Annotated[bool, typer.Option(
+               "--ctrl-c-detaches", help="Ctrl+C detaches instead of reaching the job (config: detach_on_ctrl_c)")
+           ] = False,
+           ) -> None:
     """Re-attach to a job's tmux session; for one that ended unwatched, print its output and status."""
     from .commands.attach import attach as attach_job
 
-    _done(attach_job(job))
+    _done(attach_job(job, ctrl_c_detaches))
 
 
 @app.command()
@@ -124,7 +142,7 @@ def show(job: JobArg,
 
 @app.command()
 def events(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
-               help="only this job's (an id or a unique prefix of it)")] = None,
+               help="only this job's (an id or a unique prefix of it)", autocompletion=job_candidates)] = None,
            follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
            as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
            ) -> None:
@@ -172,7 +190,7 @@ def pull(job: JobArg,
 
 @app.command()
 def rm(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
-           help="job id or a unique prefix of it, as `p ls` shows")] = None,
+           help="job id or a unique prefix of it, as `p ls` shows", autocompletion=job_candidates)] = None,
        force: Annotated[bool, typer.Option("--force", "-f", help="stop a running job first")] = False,
        every: Annotated[bool, typer.Option("--all", "-a", help="every finished job")] = False,
        keep_cache: Annotated[bool, typer.Option(
@@ -203,6 +221,37 @@ def reject(job: JobArg) -> None:
     from .commands.reject import reject as reject_job
 
     _done(reject_job(job))
+
+
+@app.command()
+def port(job: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+             help="job id or a unique prefix of it (with --stop: a local port or a job)",
+             autocompletion=job_candidates)] = None,
+         mapping: Annotated[Optional[str], typer.Argument(  # noqa: UP045
+             metavar="REMOTE[:LOCAL]", help="the job's port on its worker, and the port here (default: the same)")
+         ] = None,
+         background: Annotated[bool, typer.Option("--background", "-b", help="keep forwarding after p returns")
+                               ] = False,
+         show_list: Annotated[bool, typer.Option("--list", "-l", help="list the forwards running here")] = False,
+         stop: Annotated[bool, typer.Option("--stop", help="end the forwards (of one local port or job, if named)")
+                         ] = False,
+         ) -> None:
+    """Forward a port of a job's worker to localhost, through its SSH master, until Ctrl+C or the job ends."""
+    from .commands.port import port as forward_port
+
+    _done(forward_port(job, mapping, background, show_list, stop))
+
+
+@app.command()
+def sync(dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files, largest first; send nothing")
+                            ] = False,
+         exclude: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+             "--exclude", metavar="PATTERN", help="also leave out PATTERN (gitignore syntax; repeatable)")] = None,
+         ) -> None:
+    """Show what a run from here would sync (.gitignore, .pignore and --exclude applied), largest first."""
+    from .commands.sync import sync_preview
+
+    _done(sync_preview(dry_run, exclude or []))
 
 
 @app.command()
@@ -267,7 +316,7 @@ def worker_ls(check: Annotated[bool, typer.Option("--check", "-c", help="probe e
 
 
 @worker_app.command("set")
-def worker_set(name: str,
+def worker_set(name: WorkerArg,
                scratch: Annotated[Optional[str], typer.Option(  # noqa: UP045
                    "--scratch", help="keep workdirs and spare copies under this directory on the worker "
                    "(~/.p: back home); refused while jobs run")] = None,
@@ -305,7 +354,7 @@ def worker_resume(names: Annotated[Optional[list[str]], typer.Argument(help="wor
 
 
 @worker_app.command("rm")
-def worker_rm(name: str) -> None:
+def worker_rm(name: WorkerArg) -> None:
     """Unregister a worker (refused while it has running jobs)."""
     from .commands.worker import rm as remove_worker
 
@@ -313,7 +362,7 @@ def worker_rm(name: str) -> None:
 
 
 @worker_app.command("clean")
-def worker_clean(name: str) -> None:
+def worker_clean(name: WorkerArg) -> None:
     """Remove all p keeps on a worker but its running jobs: finished jobs, workdirs, spare copies."""
     from .commands.worker import clean
 
@@ -321,7 +370,7 @@ def worker_clean(name: str) -> None:
 
 
 @worker_app.command("default")
-def worker_default(name: str) -> None:
+def worker_default(name: WorkerArg) -> None:
     """Set the default worker."""
     from .commands.worker import default as set_default
 
@@ -333,6 +382,11 @@ def dispatch(argv: list[str]) -> int:
 
     Typer vendors its own click, so its exceptions are recognised by shape.
     """
+    if argv[:2] == ["help", "agents"]:
+        from .guide import AGENTS
+
+        print(AGENTS, end="")
+        return 0
     if argv[:1] == ["help"]:
         argv = [*argv[1:], "--help"]  # `p help`, `p help worker register`
     try:

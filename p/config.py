@@ -76,6 +76,22 @@ class Worker:
         return data
 
 
+class Notify:
+    """`notify:` in the config: what is told when a job ends (p/notify.py)."""
+
+    def __init__(self, command: str | None = None, desktop: bool = False,
+                 worker_command: str | None = None) -> None:
+        self.command = command  # a shell command here, when p sees a job end
+        self.desktop = desktop  # a desktop notification (notify-send), where there is one
+        self.worker_command = worker_command  # run on the worker when any job ends there
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": self.command, "desktop": self.desktop, "worker_command": self.worker_command}
+
+    def __bool__(self) -> bool:
+        return bool(self.command or self.desktop or self.worker_command)
+
+
 # How long the verbs that follow a job (`p logs -f`, `p wait`, attach, the
 # streaming run) keep reconnecting a broken link before they give up.
 RECONNECT_FOR = 600.0
@@ -84,18 +100,23 @@ RECONNECT_FOR = 600.0
 class Config:
     def __init__(self, default_worker: str | None = None, workers: list[Worker] | None = None,
                  ssh_config: str | None = None, ssh_options: list[str] | None = None, path: str = "",
-                 reconnect_for: float = RECONNECT_FOR) -> None:
+                 reconnect_for: float = RECONNECT_FOR, detach_on_ctrl_c: bool = False,
+                 notify: Notify | None = None) -> None:
         self.path = path  # the file it was read from, for the errors that name it
         self.default_worker = default_worker
         self.workers = workers or []
         self.ssh_config = ssh_config
         self.ssh_options = ssh_options or []
         self.reconnect_for = reconnect_for  # seconds; `reconnect_for: 10m` in the file
+        # While attached, Ctrl+C detaches instead of reaching the job.
+        self.detach_on_ctrl_c = detach_on_ctrl_c
+        self.notify = notify or Notify()
 
     def to_dict(self) -> dict[str, Any]:
         return {"default_worker": self.default_worker, "workers": [w.to_dict() for w in self.workers],
                 "ssh_config": self.ssh_config, "ssh_options": self.ssh_options,
-                "reconnect_for": self.reconnect_for}
+                "reconnect_for": self.reconnect_for, "detach_on_ctrl_c": self.detach_on_ctrl_c,
+                "notify": self.notify.to_dict()}
 
     def worker(self, name: str | None) -> Worker:
         wanted = name or self.default_worker
@@ -172,6 +193,10 @@ def save(config: Config) -> None:
             data[key] = getattr(config, key)
     if config.reconnect_for != RECONNECT_FOR:
         data["reconnect_for"] = config.reconnect_for
+    if config.detach_on_ctrl_c:
+        data["detach_on_ctrl_c"] = True
+    if config.notify:
+        data["notify"] = {key: value for key, value in config.notify.to_dict().items() if value}
     data["workers"] = [
         {k: v for k, v in worker.to_dict().items() if v not in (None, [], False)} for worker in config.workers
     ]
@@ -270,7 +295,31 @@ def _from_dict(data: Any, path: str) -> Config:
     if default is not None and not isinstance(default, str):
         raise bad("key 'default_worker' must be a worker name")
     return Config(default, workers, _opt_str(data, "ssh_config", bad), _str_list(data, "ssh_options", bad), path,
-                  _duration(data, "reconnect_for", RECONNECT_FOR, bad))
+                  _duration(data, "reconnect_for", RECONNECT_FOR, bad), _bool(data, "detach_on_ctrl_c", bad),
+                  _notify(data, bad))
+
+
+def _bool(data: dict[str, Any], key: str, bad: Any, where: str = "") -> bool:
+    value = data.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad(f"{where + ': ' if where else ''}key {key!r} must be true or false")
+    return value
+
+
+def _notify(data: dict[str, Any], bad: Any) -> Notify:
+    """`notify:` with `command:`, `desktop:` and `worker_command:`, each optional."""
+    value = data.get("notify")
+    if value is None:
+        return Notify()
+    if not isinstance(value, dict):
+        raise bad("key 'notify' must be a mapping with command, desktop and worker_command")
+    unknown = sorted(set(value) - {"command", "desktop", "worker_command"})
+    if unknown:
+        raise bad(f"notify: unknown key {unknown[0]!r} (known: command, desktop, worker_command)")
+    return Notify(_opt_str(value, "command", bad, "notify"), _bool(value, "desktop", bad, "notify"),
+                  _opt_str(value, "worker_command", bad, "notify"))
 
 
 def _duration(data: dict[str, Any], key: str, default: float, bad: Any) -> float:

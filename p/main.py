@@ -20,6 +20,7 @@ def parse_run(argv: list[str]) -> dict[str, object] | None:
     split = argv.index("--")
     head, words = argv[:split], argv[split + 1:]
     options: dict[str, object] = {"worker": None, "no_sync": False, "detach": False, "assume_yes": False,
+                                  "dry_run_sync": False, "ctrl_c_detaches": False, "notify": False,
                                   "words": words}
     spec: list[tuple[str, str]] = []
     args = iter(head)
@@ -92,6 +93,14 @@ def _cwd_problem() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "_P_COMPLETE" in os.environ:
+        # A shell asks what Tab offers: most answers need no typer (startup).
+        from .completion import answer
+
+        reply = answer(os.environ["_P_COMPLETE"])
+        if reply is not None:
+            print(reply)
+            return 0
     debug = "--debug" in (argv[: argv.index("--")] if "--" in argv else argv)
     try:
         options = parse_run(argv)
@@ -108,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(options["worker"], options["words"],  # type: ignore[arg-type]
                        no_sync=bool(options["no_sync"]), detach=bool(options["detach"]),
-                       assume_yes=bool(options["assume_yes"]),
+                       assume_yes=bool(options["assume_yes"]), dry_run_sync=bool(options["dry_run_sync"]),
+                       ctrl_c_detaches=bool(options["ctrl_c_detaches"]), notify=bool(options["notify"]),
                        job_spec=options.get("job_spec", []))  # type: ignore[arg-type]
         ls_options = parse_ls(argv)
         if ls_options is not None:

@@ -42,6 +42,7 @@ JOB: Table = (
     ("sync_files", "integer", "not synced, or rsync did not say", "regular files the sync sent (not those "
      "already on the worker)"),
     ("sync_bytes", "integer", "not synced, or rsync did not say", "bytes the sync sent over the link"),
+    ("excludes", "strings", None, "its sync's `--exclude` patterns (applied again by `p rerun`)"),
     ("spare", "string", "not synced (also a `p rerun --same-files`)",
      "names the worker's spare copy of the synced directory"),
     ("rerun_of", "string", "not made by `p rerun`", "the id of the job `p rerun` made it from"),

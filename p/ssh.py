@@ -197,24 +197,29 @@ class Transport:
         except OSError:
             return False
 
-    def forward(self, local_socket: str, remote_socket: str) -> None:
-        """Forward a local unix socket to the agent's, through the master.
+    def forward(self, local: str, remote: str, what: str = "the agent socket") -> None:
+        """Forward ``local`` (a unix socket, or ``127.0.0.1:PORT``) to
+        ``remote`` on the worker (the agent's socket, or ``localhost:PORT``),
+        through the master: ``-L local:remote``.
 
         An earlier forward of the same socket is cancelled first: the master
         would otherwise answer "ok" and keep its dead listener.
         """
-        subprocess.run(["ssh", *self.options(), "-O", "cancel", "-L", f"{local_socket}:{remote_socket}",
-                        "--", self.target], stdin=subprocess.DEVNULL, capture_output=True)
+        self.cancel_forward(local, remote)
         result = subprocess.run(
             ["ssh", *self.options(), "-o", "StreamLocalBindUnlink=yes",
-             "-O", "forward", "-L", f"{local_socket}:{remote_socket}", "--", self.target],
+             "-O", "forward", "-L", f"{local}:{remote}", "--", self.target],
             stdin=subprocess.DEVNULL, capture_output=True, text=True,
         )
         if result.returncode != 0:
             # The master sets the forward up locally: the worker's sshd is
             # not asked until a connection arrives, so it is not the cause.
-            raise PError(f"cannot forward the agent socket of worker {self.worker.name}: "
+            raise PError(f"cannot forward {what} of worker {self.worker.name}: "
                          f"{_last_line(result.stderr) or 'ssh -O forward failed'}", exit_code=LINK_LOST)
+
+    def cancel_forward(self, local: str, remote: str) -> None:
+        subprocess.run(["ssh", *self.options(), "-O", "cancel", "-L", f"{local}:{remote}", "--", self.target],
+                       stdin=subprocess.DEVNULL, capture_output=True)
 
     def close_master(self) -> None:
         subprocess.run(["ssh", *self.options(), "-O", "exit", "--", self.target],

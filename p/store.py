@@ -62,7 +62,7 @@ RECORD = (F("id", "id"), F("worker", "worker"), F("cwd", "str"),
           F("engine_id", "text", optional=True, nullable=True), F("node_list", "text", optional=True, nullable=True),
           F("rusage", "rusage", optional=True, nullable=True),
           F("pool", "worker", optional=True, nullable=True), F("position", "count", optional=True, nullable=True),
-          F("gpu_ids", "indices", optional=True), *SPEC)
+          F("gpu_ids", "indices", optional=True), F("excludes", "strs", optional=True), *SPEC)
 # Fields that may hold null (the others take their default when absent).
 NULLABLE = frozenset(field.name for field in RECORD if field.nullable and field.name not in SPEC_NAMES)
 RECORD_NAMES = frozenset(field.name for field in RECORD)
@@ -97,7 +97,8 @@ class JobRecord:
                  rerun_of: str | None = None, reason: str | None = None,
                  engine_id: str | None = None, node_list: str | None = None,
                  rusage: dict[str, float | int | None] | None = None,
-                 pool: str | None = None, position: int | None = None, gpu_ids: list[int] | None = None) -> None:
+                 pool: str | None = None, position: int | None = None, gpu_ids: list[int] | None = None,
+                 excludes: list[str] | None = None) -> None:
         self.id = id
         self.worker = worker
         self.cwd = cwd
@@ -132,6 +133,8 @@ class JobRecord:
         self.pool = pool  # the pool its worker was chosen from (`p @POOL`), if any
         self.position = position  # its place in its worker's queue while it waits
         self.gpu_ids = gpu_ids or []  # the worker's GPUs it was given (`-g N`)
+        # Its sync's `--exclude` patterns, which `p rerun` applies again.
+        self.excludes = excludes or []
 
     @property
     def command(self) -> str:
@@ -368,6 +371,7 @@ class Store:
     def save(self, *records: JobRecord) -> None:
         for record in records:
             record.checked()
+        ended = []
         with self._locked():
             jobs = self._current_index()
             for record in records:
@@ -380,7 +384,14 @@ class Store:
                 event = _transition(None if was is None else was.status, record.status)
                 if event is not None:
                     events.append(event, record.id, record.worker, record.status, record.exit_code, record.reason)
+                    if record.finished and was is not None:
+                        ended.append(record)
             self._write_index(jobs)
+        if ended:
+            # Told once per job, as its end is logged once (p/notify.py).
+            from . import notify
+
+            notify.job_ended(ended)
 
     def delete(self, job_id: str, event: str = "removed") -> None:
         """The job's record; ``event`` names why in the event log."""

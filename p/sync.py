@@ -10,12 +10,14 @@ import sys
 from collections.abc import Callable
 
 from .errors import PError
+from .pignore import PignoreError, read_pignore, rsync_rules
 from .progress import Progress
 from .ssh import Transport
 
 # `.gitignore` files at every level apply; `.git/` itself is kept because
-# builds read the commit or the latest tag from it.
-PUSH_FILTER = ["--filter=:- .gitignore"]
+# builds read the commit or the latest tag from it. `push_filter` puts the
+# `.pignore` and `--exclude` rules ahead of it.
+GITIGNORE_FILTER = ["--filter=:- .gitignore"]
 # Narrows a listing to the names `_looks_secret` judges. `.git/` first: git
 # names files after branches and tags (`refs/heads/id_cleanup`), not secrets.
 SENSITIVE_FILTER = ["--exclude=.git/", "--include=*/", "--include=.ssh/**", "--include=*.pem", "--include=*.key",
@@ -38,23 +40,53 @@ def remote_spec(transport: Transport, path: str) -> str:
     return f"{user}{at}{host}:{path}"
 
 
-def sensitive_files(source_dir: str) -> list[str]:
-    """What a push of ``source_dir`` would send that looks like credentials
-    (relative paths): rsync itself lists it, with the push's own filter."""
-    argv = ["rsync", "-a", "-m", "--list-only", *PUSH_FILTER, *SENSITIVE_FILTER, "--", source_dir.rstrip("/") + "/"]
+def push_filter(source_dir: str, excludes: list[str]) -> list[str]:
+    """rsync's filter for a push of ``source_dir``: its `.pignore`, then the
+    ``excludes`` (`--exclude`, later ones winning), then `.gitignore`s."""
     try:
-        listing = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True).stdout
+        patterns = read_pignore(source_dir)
+    except PignoreError as exc:
+        raise PError(f"{exc}; fix it or remove it", exit_code=2) from None
+    return [*rsync_rules([*patterns, *excludes]), *GITIGNORE_FILTER]
+
+
+def _listed_files(source_dir: str, filters: list[str]) -> list[str]:
+    """The files (and symlinks) a push with ``filters`` would send, as paths
+    relative to ``source_dir``: rsync itself lists them, locally."""
+    argv = ["rsync", "-a", "-m", "--list-only", *filters, "--", source_dir.rstrip("/") + "/"]
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
     except FileNotFoundError:
         raise PError(NO_RSYNC) from None
+    if result.returncode not in (0, 23, 24):  # 23, 24: some files vanished or were unreadable
+        problem = result.stderr.decode(errors="replace").strip().splitlines()
+        raise PError(f"rsync cannot list {source_dir}: {problem[-1] if problem else 'no reason given'}")
     found = []
-    for line in listing.decode(errors="replace").splitlines():
+    for line in result.stdout.decode(errors="replace").splitlines():
         fields = line.split(None, 4)
         if len(fields) < 5 or line[0] not in "-l":
             continue  # directories, devices
-        name = fields[4].split(" -> ")[0] if line[0] == "l" else fields[4]
-        if _looks_secret(name):
-            found.append(name)
-    return sorted(found)
+        found.append(fields[4].split(" -> ")[0] if line[0] == "l" else fields[4])
+    return found
+
+
+def sensitive_files(source_dir: str, excludes: list[str]) -> list[str]:
+    """What a push of ``source_dir`` would send that looks like credentials
+    (relative paths), with the push's own filter."""
+    listed = _listed_files(source_dir, [*push_filter(source_dir, excludes), *SENSITIVE_FILTER])
+    return sorted(name for name in listed if _looks_secret(name))
+
+
+def planned_files(source_dir: str, excludes: list[str]) -> list[tuple[str, int]]:
+    """Every file a push of ``source_dir`` would send and its size in bytes,
+    largest first (`p sync --dry-run`): no worker is asked."""
+    sizes = []
+    for name in _listed_files(source_dir, push_filter(source_dir, excludes)):
+        try:
+            sizes.append((name, os.lstat(os.path.join(source_dir, name)).st_size))
+        except OSError:
+            continue  # gone since rsync listed it
+    return sorted(sizes, key=lambda entry: (-entry[1], entry[0]))
 
 
 def _looks_secret(name: str) -> bool:
@@ -93,7 +125,8 @@ def no_space_on_worker(worker: str, directory: str) -> NoSpace:
                    f"(`p worker set {worker} --scratch PATH`), then run again")
 
 
-def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool) -> Sent | None:
+def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | None, exact: bool,
+         excludes: list[str]) -> Sent | None:
     """Copy ``source_dir`` into ``dest_dir`` on the worker.
 
     ``exact``: ``dest_dir`` already holds an older copy (the spare); rsync
@@ -101,9 +134,10 @@ def push(transport: Transport, source_dir: str, dest_dir: str, copy_dest: str | 
     ``copy_dest`` may name an earlier workdir of the same directory: files
     unchanged there are copied on the worker instead of sent (copies, not
     hard links, so no job can change another job's files). Returns what
-    it sent, if rsync said.
+    it sent, if rsync said. ``excludes``: `--exclude` patterns (see
+    push_filter).
     """
-    argv = ["rsync", "-a", "-s", *PUSH_FILTER, "-e", transport.rsync_shell()]
+    argv = ["rsync", "-a", "-s", *push_filter(source_dir, excludes), "-e", transport.rsync_shell()]
     if exact:
         argv += ["--delete", "--delete-excluded"]
     elif copy_dest is not None:
@@ -204,3 +238,20 @@ def _bytes_to_send(argv: list[str], paths: list[str]) -> int | None:
         raise PError(NO_RSYNC) from None
     match = TOTAL_RE.search(result.stdout)
     return int(match[1].replace(b",", b"")) if match and result.returncode == 0 else None
+
+
+def print_plan(source_dir: str, excludes: list[str]) -> int:
+    """`p sync --dry-run`, `p --dry-run-sync -- cmd`: what a run from
+    ``source_dir`` would sync, largest first, and the total; nothing is sent."""
+    from .table import size
+
+    planned = planned_files(source_dir, excludes)
+    shown = [(size(count), name) for name, count in planned]
+    width = max((len(text) for text, _ in shown), default=0)
+    lines = [f"{text.rjust(width)}  {name}" for text, name in shown]
+    total = sum(count for _, count in planned)
+    exact = f" ({total} bytes)" if total >= 1024 else ""
+    lines.append(f"{len(planned)} file{'s' if len(planned) != 1 else ''}, {size(total)}{exact} "
+                 "would be synced; nothing was sent")
+    print("\n".join(lines))
+    return 0

@@ -35,6 +35,10 @@ class JobFile:
     # The same for secrets: deleted once the job has read it, at the latest
     # when the job ends or is stopped, so no secret outlives its job.
     SECRETS = "secrets"
+    # The client's `notify.worker_command`, run by the job's script when it
+    # ends (with P_JOB_ID, P_EXIT, P_WORKER); its output goes to NOTIFY_LOG.
+    NOTIFY = "notify"
+    NOTIFY_LOG = "notify.log"
     # The end files' space, reserved when the job starts (``ended_at.pending``...):
     # they are filled in place, then renamed, so a full disk cannot lose the
     # job's end. Their values may be padded with spaces to END_FILE_SIZE.

@@ -180,12 +180,15 @@ SPECS: dict[Op, Spec] = {
                      "a copy of that job's workdir instead (`p rerun --same-files`)"),
     Op.START: Spec((ID, F("spec", "spec"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
                     F("rows", "size"), F("tty", "bool"), F("attach", "bool"),
-                    F("spare", "spare", optional=True, nullable=True), F("secrets", "env", optional=True)),
+                    F("spare", "spare", optional=True, nullable=True), F("secrets", "env", optional=True),
+                    F("ctrl_c_detaches", "bool", optional=True),
+                    F("notify_command", "str", optional=True, nullable=True)),
                    (F("job", "job"), F("argv", "strs", nullable=True)),
                    "start the job as `spec` says (a `spec` object, below); `tty`: give it a terminal; "
                    "`attach`: a client is on its way to attach (`argv`, as for `attach`, says how); "
                    "`spare`: copy the synced workdir for the next job; `secrets`: the values of the "
-                   "spec's secrets, which are never stored"),
+                   "spec's secrets, which are never stored; `ctrl_c_detaches`: as for `attach`; "
+                   "`notify_command`: a shell command the job's script runs when it ends"),
     Op.STATUS: Spec((F("ids", "ids"),), (F("jobs", "jobs"),), "the jobs, null for those the worker lacks"),
     Op.WAIT: Spec((ID, F("timeout", "seconds", optional=True, nullable=True), F("start", "bool", optional=True)),
                   (F("job", "job", nullable=True),),
@@ -198,8 +201,9 @@ SPECS: dict[Op, Spec] = {
     Op.STOP: Spec((ID, F("grace", "seconds")), (F("job", "job", nullable=True),),
                   "SIGTERM to the job, SIGKILL after `grace` seconds"),
     Op.INTERRUPT: Spec((ID,), (), "SIGINT to the job (Ctrl+C off a terminal)"),
-    Op.ATTACH: Spec((ID,), (F("argv", "strs", nullable=True),),
-                    "the command that attaches a terminal to the job on the worker; null: nothing to attach to"),
+    Op.ATTACH: Spec((ID, F("ctrl_c_detaches", "bool", optional=True)), (F("argv", "strs", nullable=True),),
+                    "the command that attaches a terminal to the job on the worker; null: nothing to attach to; "
+                    "`ctrl_c_detaches`: in that terminal Ctrl+C detaches instead of reaching the job"),
     Op.REMOVE: Spec((ID, F("force", "bool"), F("spare", "spare", optional=True, nullable=True)), (),
                     "the job's files and workdir; `force`: stop it first; `spare`: also that spare copy"),
     Op.CLEAN: Spec((), (F("jobs", "ids"), F("workdirs", "count"), F("spares", "count")),

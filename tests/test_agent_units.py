@@ -53,7 +53,7 @@ class FakeExecutor:
         if signum == 9:
             Path(self.job_dirs[job_id], JobFile.EXIT_CODE).write_text("137\n")
 
-    def attach_argv(self, job_id: str) -> list[str] | None:
+    def attach_argv(self, job_id: str, ctrl_c_detaches: bool = False) -> list[str] | None:
         return ["attach", job_id] if job_id in self.held else None
 
     def close(self, job_id: str) -> None:

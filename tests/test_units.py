@@ -21,10 +21,15 @@ from p_protocol.jobspec import JobSpec
 
 
 def test_parse_run_form() -> None:
+    off = {"dry_run_sync": False, "ctrl_c_detaches": False, "notify": False}
     assert parse_run(["--", "make", "-j32"]) == {"worker": None, "no_sync": False, "detach": False,
-                                                  "assume_yes": False, "words": ["make", "-j32"]}
+                                                  "assume_yes": False, **off, "words": ["make", "-j32"]}
     assert parse_run(["beefy", "-nd", "--", "htop"]) == {"worker": "beefy", "no_sync": True, "detach": True,
-                                                         "assume_yes": False, "words": ["htop"]}
+                                                         "assume_yes": False, **off, "words": ["htop"]}
+    assert parse_run(["--ctrl-c-detaches", "--notify", "-p8888", "--exclude=data/", "--", "x"]) == {
+        "worker": None, "no_sync": False, "detach": False, "assume_yes": False, "dry_run_sync": False,
+        "ctrl_c_detaches": True, "notify": True, "words": ["x"],
+        "job_spec": [("port", "8888"), ("exclude", "data/")]}
     assert parse_run(["-dy", "--", "make"])["assume_yes"] is True  # type: ignore[index]
     assert parse_run(["ls"]) is None
     assert parse_run(["logs", "--", "x"]) is None  # a verb, not a worker

@@ -72,9 +72,11 @@ class Executor(Protocol):
     def signal(self, job_id: str, signum: int) -> None:
         """Send ``signum`` to every process of the job, if it runs."""
 
-    def attach_argv(self, job_id: str) -> list[str] | None:
+    def attach_argv(self, job_id: str, ctrl_c_detaches: bool = False) -> list[str] | None:
         """The worker-side command that attaches a terminal to the job, or
-        None when there is nothing to attach to."""
+        None when there is nothing to attach to. ``ctrl_c_detaches``: in
+        that terminal Ctrl+C detaches (an engine that cannot do that gives
+        the job Ctrl+C as usual)."""
 
     def close(self, job_id: str) -> None:
         """Let go of the job: its terminal goes, its files stay."""

@@ -143,14 +143,17 @@ class Jobs:
     # -- start -------------------------------------------------------------
 
     def start(self, job_id: str, spec: JobSpec, cwd: str, worker: str, cols: int, rows: int, *,
-              tty: bool, expect_client: bool, secrets: dict[str, str] | None = None) -> dict[str, Any]:
+              tty: bool, expect_client: bool, secrets: dict[str, str] | None = None,
+              notify_command: str | None = None) -> dict[str, Any]:
         """Take the job as ``spec`` says into the worker's queue, which starts
         it in a session of its own now or once there is room (queue.py).
         ``tty``: the job gets the session's terminal (else no terminal at
         all, as `ssh host cmd` off one); ``expect_client``: a client is on
         its way to attach, so the "Job done" screen waits for it even if the
         job ends first; ``secrets``: the values of the spec's secrets
-        (jobspec.py), kept in a 0600 file while it waits."""
+        (jobspec.py), kept in a 0600 file while it waits; ``notify_command``:
+        run by the job's script when it ends (the client's
+        `notify.worker_command`)."""
         secrets = secrets or {}
         if sorted(secrets) != sorted(spec.secrets):
             raise ProtocolError("the secrets' values do not match the names the job spec gives")
@@ -177,6 +180,8 @@ class Jobs:
             # them (0600 in a 0700 directory), and no `ps` shows them.
             if secrets:
                 write_file(os.path.join(job_dir, JobFile.SECRETS), env_script(secrets))
+            if notify_command:
+                write_file(os.path.join(job_dir, JobFile.NOTIFY), notify_command + "\n")
             try:
                 self.queue.submit(job_id, spec.gpus, worker)
             except QueueRefused as exc:
@@ -380,10 +385,10 @@ class Jobs:
         if not self.finished(job_id):
             self.executor.signal(job_id, signal.SIGINT)
 
-    def attach_argv(self, job_id: str) -> list[str] | None:
+    def attach_argv(self, job_id: str, ctrl_c_detaches: bool = False) -> list[str] | None:
         if not os.path.isdir(self.layout.job_dir(job_id)):
             raise ProtocolError("no such job on this worker")
-        return self.executor.attach_argv(job_id)
+        return self.executor.attach_argv(job_id, ctrl_c_detaches)
 
     def _wait_finished(self, job_id: str, seconds: float) -> bool:
         deadline = time.monotonic() + seconds

@@ -66,6 +66,11 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   holds its pid file locked while it serves (`flock -n` tells), and writes
 #   the queue with "waiting": [{ only when jobs wait. It gets the umask this
 #   script was given, which its jobs then get, not this script's own.
+# - The worker's notification command (the client's `notify.worker_command`,
+#   a file the agent wrote) runs once the end is recorded, here and not in
+#   the agent, so it fires with no agent and no client running. It runs in
+#   the background, deaf to the hangup that closing the session sends, so a
+#   slow webhook holds up nothing; a failure is logged as `notify-failed`.
 # - The "Job done" screen is for someone who is looking. With no client
 #   attached the script ends, and the session with it: nothing stays behind
 #   per finished job. A client that was told to expect the job (an attached
@@ -101,6 +106,14 @@ size=$(wc -c < "$job/{output}")
 record {log_end} "$size"
 printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
 record {exitcode} "$code"
+if [ -f "$job/{notify}" ]; then
+    (
+        trap '' HUP
+        P_JOB_ID={job_id} P_EXIT=$code P_WORKER="$(cat "$job/{worker}")" sh "$job/{notify}" \
+            </dev/null >>"$job/{notify_log}" 2>&1 ||
+            printf '{{"t":%s,"event":"notify-failed","id":"{job_id}","exit_code":%d}}\n' "$(now)" $? >> {events_log}
+    ) &
+fi
 {kick}pane() {{
     tmux -S "$sock" display-message -p -t "$TMUX_PANE" "$1" 2>/dev/null
 }}
@@ -320,6 +333,9 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
         ended_at=JobFile.ENDED_AT,
         output=JobFile.OUTPUT,
         exitcode=JobFile.EXIT_CODE,
+        notify=JobFile.NOTIFY,
+        notify_log=JobFile.NOTIFY_LOG,
+        worker=JobFile.WORKER,
     )
 
 

@@ -67,10 +67,11 @@ class Agent:
         job_id = request["id"]
         job = self.jobs.start(job_id, JobSpec.parse(request["spec"]), request["cwd"], request["worker"],
                               request["cols"], request["rows"], tty=request["tty"],
-                              expect_client=request["attach"], secrets=request["secrets"])
+                              expect_client=request["attach"], secrets=request["secrets"],
+                              notify_command=request["notify_command"])
         if request["spare"] is not None:
             self.jobs.spares.copy_from(request["spare"], self.layout.workdir(job_id), job_id)
-        argv = self.jobs.attach_argv(job_id) if request["attach"] else None
+        argv = self.jobs.attach_argv(job_id, bool(request["ctrl_c_detaches"])) if request["attach"] else None
         return ok(job=job, argv=argv)
 
     def on_status(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class Agent:
         return ok()
 
     def on_attach(self, request: dict[str, Any]) -> dict[str, Any]:
-        return ok(argv=self.jobs.attach_argv(request["id"]))
+        return ok(argv=self.jobs.attach_argv(request["id"], bool(request["ctrl_c_detaches"])))
 
     def on_remove(self, request: dict[str, Any]) -> dict[str, Any]:
         self.jobs.remove(request["id"], request["force"], request["spare"])

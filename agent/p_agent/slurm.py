@@ -249,7 +249,8 @@ class SlurmExecutor:
         result = _run(["srun", f"--jobid={engine_id}", "--overlap", "--quiet", "kill", f"-{name}", "--", f"-{pgid}"])
         return result.returncode == 0
 
-    def attach_argv(self, job_id: str) -> list[str] | None:
+    def attach_argv(self, job_id: str, ctrl_c_detaches: bool = False) -> list[str] | None:
+        # ctrl_c_detaches: not here yet; the job's tmux runs on its compute node.
         if job_id not in self.alive():
             return None
         return ["sh", os.path.join(self.layout.job_dir(job_id), "attach.sh")]

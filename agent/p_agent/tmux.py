@@ -41,6 +41,11 @@ set -g escape-time 10
 """
 
 
+# Ctrl+C-detach mode: a key table of its own, and what the status bar says.
+DETACH_TABLE = "p-ctrl-c-detaches"
+CTRL_C_DETACHES = "Ctrl+C detaches "
+CTRL_C_INTERRUPTS = "Ctrl+C interrupts "
+
 NO_VERDICT = Verdict(None)
 # How often a new session is tried when the server it reached was exiting.
 SERVER_RACES = 3
@@ -206,14 +211,22 @@ class TmuxExecutor:
             except ProcessLookupError:
                 pass
 
-    def attach_argv(self, job_id: str) -> list[str] | None:
+    def attach_argv(self, job_id: str, ctrl_c_detaches: bool = False) -> list[str] | None:
         if job_id not in self.alive():
             return None
         # A session gone by the time the client runs this (the job ended
-        # with nobody attached) exits 1 without tmux's complaint.
+        # with nobody attached) exits 1 without tmux's complaint. The mode
+        # is the attaching client's: its session's key table (keys not
+        # bound there go to the pane, and the prefix works as ever) and
+        # what its status bar says are set as it attaches (`=name:`: that
+        # session exactly, as set-option's target).
+        table, mode = (DETACH_TABLE, CTRL_C_DETACHES) if ctrl_c_detaches else ("root", CTRL_C_INTERRUPTS)
         script = ('tmux -S "$0" has-session -t "$1" 2>/dev/null || exit 1; '
+                  'tmux -S "$0" bind-key -T "$2" C-c detach-client \\; set-option -t "$1:" key-table "$3" '
+                  '\\; set-option -t "$1:" status-right "$4" >/dev/null 2>&1; '
                   'exec tmux -S "$0" attach-session -t "$1"')
-        return ["sh", "-c", script, self.layout.tmux_socket, "=" + session_name(job_id)]
+        return ["sh", "-c", script, self.layout.tmux_socket, "=" + session_name(job_id), DETACH_TABLE, table,
+                mode]
 
     def close(self, job_id: str) -> None:
         self.tmux.kill_session(session_name(job_id))

@@ -10,8 +10,8 @@ from shlex import quote
 from p_protocol.states import State
 from p_protocol.wire import Op
 
+from .. import config, output, results
 from .. import link as link_module
-from .. import output, results
 from ..errors import LINK_LOST, PError
 from ..joblink import open_job, wait_for_start, waiting_line
 from ..link import Link
@@ -28,10 +28,11 @@ ATTACH_SH = 'infocmp "$TERM" >/dev/null 2>&1 || TERM=xterm-256color; export TERM
 NOT_ATTACHED = 1  # the engine's status when the job's terminal is gone
 
 
-def attach_session(link: Link, record: JobRecord, argv: list[str]) -> int:
+def attach_session(link: Link, record: JobRecord, argv: list[str], ctrl_c_detaches: bool) -> int:
     """Attach the terminal with ``argv`` (from the agent); when it lets go,
     report like ssh would. When the link under it broke, reconnect (see
-    relink.py) and attach again while the job runs."""
+    relink.py) and attach again while the job runs (``ctrl_c_detaches`` as
+    the first time)."""
     relink = Relink(link, what=f"attached to job {record.short_id}", resume_hint=f"`p attach {record.short_id}`")
     while True:
         remote = " ".join(["sh", "-c", quote(ATTACH_SH), "p-attach", *(quote(arg) for arg in argv)])
@@ -45,7 +46,7 @@ def attach_session(link: Link, record: JobRecord, argv: list[str]) -> int:
             Store().save(record)
             if not record.finished:  # running, or still queued (Ctrl+C while it waited)
                 if code == LINK_LOST:
-                    again = fresh.agent.request(Op.ATTACH, id=record.id)["argv"]
+                    again = fresh.agent.request(Op.ATTACH, id=record.id, ctrl_c_detaches=ctrl_c_detaches)["argv"]
                     if again is not None:
                         argv = again
                         continue
@@ -71,9 +72,11 @@ def show_ended(link: Link, record: JobRecord, pull: bool = False) -> int:
     return results.exit_status(record, not pull or pull_results(link, record))
 
 
-def attach(job: str) -> int:
+def attach(job: str, ctrl_c_detaches: bool) -> int:
+    """``ctrl_c_detaches`` (or the config's `detach_on_ctrl_c`): Ctrl+C detaches."""
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     with open_job(job) as opened:
+        ctrl_c_detaches = ctrl_c_detaches or config.load().detach_on_ctrl_c
         view = opened.view()
         if view is not None and view.get("position") is not None:  # in the worker's queue
             record = opened.save(view)
@@ -84,7 +87,8 @@ def attach(job: str) -> int:
             view, opened.link = wait_for_start(opened.link, record, stream=False)
         argv = None
         if view is not None and view["attachable"] and (view["state"] == State.RUNNING.value or terminal):
-            argv = opened.link.agent.request(Op.ATTACH, id=opened.record.id)["argv"]
+            argv = opened.link.agent.request(Op.ATTACH, id=opened.record.id,
+                                             ctrl_c_detaches=ctrl_c_detaches)["argv"]
         if argv is None:
             record = opened.save(view)
             if view is None:
@@ -93,4 +97,4 @@ def attach(job: str) -> int:
         record, link = opened.record, opened.link
     if not terminal:
         raise PError(f"attach needs a terminal; off one, `p logs -f {record.short_id}` follows the job's output")
-    return attach_session(link, record, argv)
+    return attach_session(link, record, argv, ctrl_c_detaches)

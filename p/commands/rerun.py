@@ -1,7 +1,8 @@
 """`p rerun <id> [--same-files] [-d] [-y]`: a new job like an earlier one.
 
 The same command, worker and spec (env, secret names, timeout, cap,
-resources, `--pull` paths: the JobSpec in its record), started through the
+resources, `--pull` paths: the JobSpec in its record; its `--exclude`
+patterns), started through the
 run form's own path (`run.launch`). Secrets' values are read again, as for
 `--secret`: no record holds them. The current directory is synced, as a run
 from here would; `--same-files` copies the earlier job's workdir on the
@@ -24,4 +25,5 @@ def rerun(job: str, same_files: bool, detach: bool, assume_yes: bool) -> int:
     # workdir, which is on its worker only).
     target = f"@{earlier.pool}" if earlier.pool is not None and not same_files else earlier.worker
     return launch(target, spec, secrets, no_sync=not earlier.synced, detach=detach,
-                  assume_yes=assume_yes, same_files_as=earlier if same_files else None, rerun_of=earlier.id)
+                  assume_yes=assume_yes, excludes=earlier.excludes, same_files_as=earlier if same_files else None,
+                  rerun_of=earlier.id)

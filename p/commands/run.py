@@ -24,7 +24,7 @@ from p_protocol.jobspec import (
 from p_protocol.states import State
 from p_protocol.wire import Op
 
-from .. import events, output, paths, results, sync
+from .. import config, events, output, paths, results, sync
 from .. import link as link_module
 from ..agent_client import AgentRefused
 from ..errors import PError, Terminated
@@ -40,25 +40,48 @@ from .attach import attach_session
 
 
 def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool,
-        job_spec: list[tuple[str, str]]) -> int:
+        job_spec: list[tuple[str, str]], dry_run_sync: bool = False, ctrl_c_detaches: bool = False,
+        notify: bool = False) -> int:
     # As ssh does: the words are joined with spaces for the login shell.
     command = " ".join(words)
     if not command.strip():
         # A usage error, as for any command line p cannot run.
         raise PError("nothing to run; usage: p [worker] [-n] [-d] [-y] -- <command>", exit_code=2)
-    # Before any connection: a bad env file or a missing secret costs nothing.
+    # A sync option, kept in the record (for `p rerun`), not in the spec:
+    # the worker never needs it.
+    excludes = [value for kind, value in job_spec if kind == "exclude"]
+    if dry_run_sync:
+        return sync.print_plan(os.getcwd(), excludes)
+    # Before any connection: a bad env file or a missing secret costs nothing,
+    # and neither does a local port in use.
     spec, secrets = _job_spec(command, job_spec)
-    return launch(worker_name, spec, secrets, no_sync=no_sync, detach=detach, assume_yes=assume_yes)
+    forwards: list[tuple[int, int]] = []
+    if any(kind == "port" for kind, _ in job_spec):
+        from .. import ports  # its threads and locks cost a run without -p nothing
+
+        forwards = [ports.parse_mapping(value) for kind, value in job_spec if kind == "port"]
+        for _, local in forwards:
+            ports.check_free(local)
+    return launch(worker_name, spec, secrets, no_sync=no_sync, detach=detach, assume_yes=assume_yes,
+                  excludes=excludes, forwards=forwards, ctrl_c_detaches=ctrl_c_detaches, notify=notify)
 
 
 def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, no_sync: bool, detach: bool,
-           assume_yes: bool, same_files_as: JobRecord | None = None, rerun_of: str | None = None) -> int:
+           assume_yes: bool, excludes: list[str], forwards: list[tuple[int, int]] | None = None,
+           ctrl_c_detaches: bool = False, notify: bool = False, same_files_as: JobRecord | None = None,
+           rerun_of: str | None = None) -> int:
     """Start a job as ``spec`` says (with its secrets' values) and see it
     through: sync the current directory (or, ``same_files_as``, copy that
     job's workdir on the worker), start, then attach, stream or print its
-    id. The run form and `p rerun` both come here."""
+    id. ``forwards``: (remote, local) ports forwarded from the job's start
+    until it ends (`-p`). ``ctrl_c_detaches`` (or the config's
+    `detach_on_ctrl_c`): Ctrl+C detaches the attached terminal.
+    ``notify``: a watcher tells of the job's end even when this `p` is gone
+    (p/notify.py). The run form and `p rerun` both come here."""
     cwd = os.getcwd()
     store = Store()
+    if not no_sync and same_files_as is None:
+        sync.push_filter(cwd, excludes)  # a .pignore that cannot be read: before any connection
     pool = worker_name[1:] if worker_name is not None and worker_name.startswith("@") else None
     if pool is not None:
         from ..config import load
@@ -73,18 +96,19 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         spec.sbatch_args = defaults + spec.sbatch_args
     record = JobRecord(id=new_job_id(), worker=worker, cwd=output.display_cwd(cwd), spec=spec,
                        started_at=time.time(), synced=not no_sync, checked_at=time.time(), pool=pool)
-    record.workdir, record.rerun_of = link.layout.workdir(record.id), rerun_of
+    record.workdir, record.rerun_of, record.excludes = link.layout.workdir(record.id), rerun_of, excludes
     if same_files_as is not None:
         # Its files are that job's, and so is the directory they came from.
         record.cwd, record.synced = same_files_as.cwd, same_files_as.synced
         link.agent.request(Op.PREPARE, id=record.id, spare=None, source=same_files_as.id, blocking=True)
     elif not no_sync:
-        _confirm_sensitive(cwd, worker, assume_yes)
+        _confirm_sensitive(cwd, worker, assume_yes, excludes)
         record.spare = _spare_key(cwd)
         reused = link.agent.request(Op.PREPARE, id=record.id, spare=record.spare)["reused"]
         try:
             sent = sync.push(link.transport, cwd, record.workdir,
-                             None if reused else _previous_workdir(link, store, record), exact=reused)
+                             None if reused else _previous_workdir(link, store, record), exact=reused,
+                             excludes=excludes)
         except BaseException as exc:
             # No job will own this workdir: do not leave it behind.
             try:
@@ -103,10 +127,13 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     # A terminal here: the job gets one there (and, unless detached, this
     # terminal attaches to it). Off one, the job gets none, as with ssh.
     tty = sys.stdin.isatty() and sys.stdout.isatty()
+    settings = config.load()  # cached: no YAML read
+    ctrl_c_detaches = ctrl_c_detaches or settings.detach_on_ctrl_c
     try:
         started = link.agent.request(Op.START, id=record.id, spec=spec.to_json(), cwd=record.cwd,
                                      worker=worker, cols=cols, rows=rows, tty=tty, attach=tty and not detach,
-                                     spare=record.spare, secrets=secrets)
+                                     spare=record.spare, secrets=secrets, ctrl_c_detaches=ctrl_c_detaches,
+                                     notify_command=settings.notify.worker_command)
     except KeyboardInterrupt as exc:
         # Ctrl+C or SIGTERM while the start was on its way: the job may
         # run already, and must get it rather than run on unseen.
@@ -129,6 +156,17 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         in_queue = record.position is not None
         if in_queue:
             store.save(record)  # queued, pending approval: `p ls` says so
+        if notify:
+            from .. import notify as notifications
+
+            notifications.watch(record.id)
+        if forwards:
+            from .. import ports
+
+            for remote, local in forwards:
+                # Held by a process of its own, so it outlives a detach (or -d)
+                # and ends with the job.
+                ports.say_started(ports.start_background(record.id, remote, local))
         if detach:
             if in_queue:
                 output.say(waiting_line(record))
@@ -146,10 +184,10 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
                 store.save(record)
                 output.say(output.summary(record))
                 return output.exit_status(record)
-            argv = link.agent.request(Op.ATTACH, id=record.id)["argv"]
+            argv = link.agent.request(Op.ATTACH, id=record.id, ctrl_c_detaches=ctrl_c_detaches)["argv"]
     if argv is not None:
         link.close()
-        return attach_session(link, record, argv)
+        return attach_session(link, record, argv, ctrl_c_detaches)
     return _stream(link, store, record)
 
 
@@ -336,10 +374,10 @@ def _secret_value(name: str) -> str:
         raise PError(f"no value typed for secret {name}", exit_code=2) from None
 
 
-def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool) -> None:
+def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool, excludes: list[str]) -> None:
     """Syncing what looks like credentials takes a yes: asked on a terminal
     (once for a set of such files in a directory), `--yes` off one."""
-    found = sync.sensitive_files(cwd)
+    found = sync.sensitive_files(cwd, excludes)
     if not found or assume_yes:
         return
     allowed = _allowed_sensitive()
@@ -348,11 +386,11 @@ def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool) -> None:
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise PError(f"{output.display_cwd(cwd)} holds files that look secret and no .gitignore excludes: "
-                     f"{shown}; exclude them in .gitignore, run with -n, or pass --yes to sync them")
+                     f"{shown}; exclude them in .gitignore or .pignore, run with -n, or pass --yes to sync them")
     print(f"p: sync files that look secret to {worker}? {shown} (no .gitignore excludes them) [y/N] ",
           end="", file=sys.stderr, flush=True)
     if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-        raise PError("nothing synced, nothing run; exclude those files in .gitignore or run with -n")
+        raise PError("nothing synced, nothing run; exclude those files in .gitignore or .pignore, or run with -n")
     allowed[cwd] = found
     atomic_write(_allowed_sensitive_file(), json.dumps(allowed))
 

@@ -75,6 +75,8 @@ def _lines(record: JobRecord, now: float) -> list[tuple[str, str]]:
              ("wall", f"{wall:.2f}s" if isinstance(wall, (int, float)) else "-" if user == "-" else "unknown"),
              ("cpu user", user), ("cpu sys", system), ("max rss", peak),
              ("synced", _synced(record))]
+    if record.excludes:
+        lines.append(("excludes", " ".join(record.excludes)))
     for label, value in (("rerun of", record.rerun_of), ("engine id", record.engine_id),
                          ("node list", record.node_list)):
         if value is not None:
