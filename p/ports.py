@@ -200,7 +200,9 @@ def hold(job_prefix: str, remote: int, local: int, *, announce: bool) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with open_job(job_prefix) as opened:
         view = opened.view()
-        if view is None or view.get("state") not in (State.RUNNING.value, State.QUEUED.value):
+        # A job still waiting (queued, pending approval) gets its forward
+        # now: whatever it serves answers once it starts.
+        if view is None or State(view["state"]).finished:
             state = "gone from its worker" if view is None else view.get("state")
             raise PError(f"job {opened.record.short_id} is not running ({state}); nothing of it listens "
                          "on a port")
