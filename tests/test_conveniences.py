@@ -309,3 +309,24 @@ def test_the_guide_for_agents_is_p_help_agents_and_every_command_in_it_runs(p1: 
     jobs = p1.jobs()
     assert [job["status"] for job in jobs] == ["done", "done"] and jobs[0]["timeout"] == 1800
     assert "Traceback" not in result.stderr
+
+
+def test_a_job_waiting_for_a_slot_gets_its_forward_and_serves_once_it_starts(p1: PClient) -> None:
+    p1("worker", "set", "w1", "--slots", "1", check=True)
+    try:
+        (p1.workdir / "index.html").write_text("<p>after the wait</p>\n")
+        first = p1("-d", "-n", "--", "sleep 60", check=True).stdout.strip()
+        remote, local = free_port(), free_port()
+        queued = p1("-d", "-p", f"{remote}:{local}", "--",
+                    f"exec python3 -m http.server {remote} --bind 127.0.0.1")
+        assert queued.returncode == 0, queued.stderr
+        job = queued.stdout.strip()
+        assert "queued on w1" in queued.stderr and f"http://localhost:{local}/" in queued.stderr
+        assert job[:8] in p1("port", "--list", check=True).stdout
+        p1("stop", first, check=True)  # its slot frees: the server starts
+        assert eventually(lambda: _get(f"http://localhost:{local}/")) == "<p>after the wait</p>\n"
+        p1("stop", job, check=True)
+        eventually(lambda: p1("port", "--list", check=True).stdout == "")
+    finally:
+        # The worker is shared with later tests: no cap for them.
+        p1("worker", "set", "w1", "--slots", "0", check=True)
