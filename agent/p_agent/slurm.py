@@ -207,7 +207,7 @@ class SlurmExecutor:
             return Verdict(SLURM_ENDS[ended[0]], reason, engine_id, nodes)
         if job is None:
             return Verdict(None, None, engine_id, nodes)
-        if job.state in QUEUED_STATES:
+        if job.state in QUEUED_STATES and read_pgid(job_dir) is None:
             return Verdict(State.QUEUED, job.reason, engine_id, nodes)
         if job.state in SLURM_ENDS and not os.path.exists(os.path.join(job_dir, JobFile.EXIT_CODE)):
             # Slurm ended it where its script could not say (a failed node):
@@ -221,15 +221,20 @@ class SlurmExecutor:
     # -- control -----------------------------------------------------------
 
     def signal(self, job_id: str, signum: int) -> None:
+        self._forget()  # a view from before the job started would cancel it as queued
         engine_id, job = self.alive().lookup(job_id)
         if engine_id is None or job is None:
             return
-        if job.state in QUEUED_STATES:
+        job_dir = self.layout.job_dir(job_id)
+        # The job's own pgid file is the proof that it runs: squeue may still
+        # say PENDING or CONFIGURING for a moment after the script started.
+        if job.state in QUEUED_STATES and read_pgid(job_dir) is None:
             if signum in (signal.SIGTERM, signal.SIGKILL):
                 # Nothing runs yet to catch a signal: it never will.
                 _run(["scancel", engine_id])
-                record_end(self.layout.job_dir(job_id), "CANCELLED before it started", 128 + signum)
-                events.append(self.layout, "ended", job_id, exit_code=128 + signum, slurm="CANCELLED")
+                if read_pgid(job_dir) is None:  # else it started meanwhile: batch.sh records the end
+                    record_end(job_dir, "CANCELLED before it started", 128 + signum)
+                    events.append(self.layout, "ended", job_id, exit_code=128 + signum, slurm="CANCELLED")
         elif signum == signal.SIGKILL or not self._signal_group(job_id, engine_id, signum):
             # --full: the batch step too, where the job runs (in its tmux);
             # every process of it, its tmux and run.sh too, at once.
