@@ -83,12 +83,15 @@ class Bench:
 
     def close(self) -> None:
         subprocess.run(["pkill", "-u", self.sshd.workers["w1"].user], capture_output=True)
-        for master in self.runtime.glob("p/cm-*"):
-            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
+        self.close_masters()
         self.sshd.stop()
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.runtime, ignore_errors=True)
+
+    def close_masters(self) -> None:
+        for master in self.runtime.glob("p/cm-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
 
     # -- the goals ---------------------------------------------------------
 
@@ -97,8 +100,27 @@ class Bench:
         p_time = median_time([P, "-n", "--", "true"], self.env)
         ssh_time = median_time([*self.ssh, "-o", "ControlMaster=no", "-o", "ControlPath=none", "w1", "true"],
                                self.env)
-        self.report("launch: p -n -- true / cold ssh", p_time / ssh_time, 0.5,
+        self.report("launch: p -n -- true / cold ssh", p_time / ssh_time, 0.2,
                     f"p {p_time * 1000:.0f} ms, ssh {ssh_time * 1000:.0f} ms")
+
+    def launch_cold(self) -> None:
+        """The first `p -n -- true` with neither a master nor an agent: the
+        handshake, the probe, the agent's start and the job's."""
+        user = self.sshd.workers["w1"].user
+
+        def cold() -> float:
+            self.close_masters()
+            subprocess.run(["pkill", "-u", user, "-f", "p-agent"], capture_output=True)
+            while subprocess.run(["pgrep", "-u", user, "-f", "p-agent"], capture_output=True).returncode == 0:
+                time.sleep(0.05)
+            return timed([P, "-n", "--", "true"], self.env)
+
+        self.p(["-n", "--", "true"])  # the agent is installed: a first run's upload is not measured
+        p_time = statistics.median(cold() for _ in range(REPEAT))
+        ssh_time = median_time([*self.ssh, "-o", "ControlMaster=no", "-o", "ControlPath=none", "w1", "true"],
+                               self.env)
+        self.report("launch cold: p -n -- true / cold ssh", p_time / ssh_time, 1.5,
+                    f"p {p_time * 1000:.0f} ms (no master, no agent), ssh {ssh_time * 1000:.0f} ms")
 
     def resync(self) -> None:
         shim_dir, log = self.home / "shim", self.home / "rsync-stats.log"
@@ -350,8 +372,7 @@ class Bench:
             cut = [timed([P, "ls"], self.env) for _ in range(3)]
         finally:
             subprocess.run(["iptables", "-D", *rule], check=True)
-        for master in self.runtime.glob("p/cm-*"):
-            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
+        self.close_masters()
         self.p(["stop", "--grace", "1", job])
         shown = ", ".join(f"{seconds * 1000:.0f}" for seconds in cut)
         self.report("p ls during a cut / reachable", max(cut) / reachable, 20.0,
@@ -362,7 +383,7 @@ def main() -> int:
     bench = Bench()
     try:
         only = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-        for step in (bench.launch, bench.resync, bench.ls_scale, bench.check_scale, bench.pool_scale,
+        for step in (bench.launch, bench.launch_cold, bench.resync, bench.ls_scale, bench.check_scale, bench.pool_scale,
                      bench.queue_delay, bench.memory, bench.leftovers, bench.ls_cut):
             if not only or step.__name__ in only:
                 step()

@@ -13,7 +13,7 @@ from .errors import LINK_LOST, PError
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
     from typing import Any
 
 CONNECT_TIMEOUT = 15.0
@@ -143,8 +143,9 @@ class AgentClient:
         """SIGTERM, SIGKILL after ``grace``: the job as it ended."""
         return self.request(Op.STOP, id=job_id, grace=grace, deadline=grace + self.timeout * 4)["job"]
 
-    def stream_log(self, job_id: str, offset: int, follow: bool) -> Iterator[bytes]:
+    def stream_log(self, job_id: str, offset: int, follow: bool) -> Generator[bytes, None, dict[str, Any] | None]:
         """The job's output from ``offset``; with ``follow`` until it ends.
+        Returns the job as it was when the stream ended (None: unknown there).
 
         The agent ends a stream by closing it, and so does a link that
         broke: after each close the job's state is asked (which fails when
@@ -160,7 +161,7 @@ class AgentClient:
                 yield data
             view = self.request(Op.STATUS, ids=[job_id])["jobs"].get(job_id)
             if not follow or view is None or State(view["state"]).finished:
-                return
+                return view
             time.sleep(0.05)
 
     def stream_events(self, offset: int, follow: bool) -> Iterator[bytes]:

@@ -62,6 +62,9 @@ class FakeExecutor:
     def end_marker(self, job_id: str) -> bytes:
         return MARKER
 
+    def retire(self) -> None:
+        pass
+
 
 @pytest.fixture
 def jobs(tmp_path: Path) -> Jobs:
@@ -228,3 +231,28 @@ def test_cpu_seconds_come_from_the_shells_times_around_the_job() -> None:
     assert children_cpu(busybox) == (3.0, 0.4)
     assert children_cpu("0m0.004s 0m0.001s\n0m0.010s 0m0.020s\n") is None  # the job's script died first
     assert children_cpu(None) is None and children_cpu("garbage") is None
+
+
+def test_the_tmux_server_outlives_its_last_job_until_the_agent_retires(tmp_path: Path) -> None:
+    """A real tmux: the server stays up between jobs (the next start costs
+    no server), and `retire` ends it only once no session is left."""
+    from p_agent.tmux import TmuxExecutor
+
+    layout = Layout(str(tmp_path / ".p"))
+    os.makedirs(os.path.dirname(layout.tmux_socket), mode=0o700)
+    engine = TmuxExecutor(layout)
+    engine.setup()
+
+    def server_up() -> bool:
+        return engine.tmux.run("list-sessions", check=False).returncode == 0
+
+    try:
+        engine.tmux.run("new-session", "-d", "-s", "p-held", "sleep 60")
+        engine.retire()
+        assert engine.tmux.sessions() == {"p-held"}  # a job holds it: kept
+        engine.tmux.kill_session("p-held")
+        assert server_up() and engine.tmux.sessions() == set()  # no job, still up
+        engine.retire()
+        assert not server_up()
+    finally:
+        engine.kill_server()

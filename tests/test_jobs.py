@@ -70,6 +70,20 @@ def test_no_sync_runs_in_an_empty_workdir(p1: PClient) -> None:
     assert result.stdout.strip() == "0"
 
 
+def test_the_agents_tmux_server_stays_up_between_jobs(p1: PClient) -> None:
+    """A job's start costs no tmux server start: the one the first job
+    started serves the next, after the first has ended."""
+    def servers() -> list[str]:
+        out = subprocess.run(["ps", "-u", p1.sshd.workers["w1"].user, "-o", "pid=,args="], capture_output=True,
+                             text=True).stdout
+        return [line for line in out.splitlines() if line.split()[1:2] == ["tmux"] and "tmux.sock" in line]
+
+    p1("-n", "--", "true", check=True)
+    first = servers()
+    p1("-n", "--", "true", check=True)
+    assert len(first) == 1 and servers() == first, (first, servers())
+
+
 def test_detach_wait_logs_and_ls(p1: PClient) -> None:
     job = p1("-d", "--", "echo begin; sleep 1; echo end; exit 4", check=True).stdout.strip()
     assert len(job) == 32

@@ -96,7 +96,7 @@ def test_stop_gives_a_running_job_its_grace_and_keeps_its_end(ps: PClient) -> No
     (a view the agent cached a moment ago): three times, as that is a race."""
     for _ in range(3):
         job_id = detached(ps, "-n", "--", "trap 'echo cleanup; exit 7' TERM; echo up; while :; do sleep 0.1; done")
-        eventually(lambda: ps("logs", job_id).stdout.startswith("up"), timeout=60, interval=0.05)
+        eventually(lambda job_id=job_id: ps("logs", job_id).stdout.startswith("up"), timeout=60, interval=0.05)
         assert ps("stop", "--grace", "20", job_id, timeout=60).returncode == 0
         job = record(ps, job_id)
         assert (job["status"], job["exit_code"]) == ("stopped", 7), job

@@ -106,6 +106,8 @@ def serve(layout: Layout, engine: str, detach: bool, unpack_to: tuple[str, str] 
         server.server_close()
         if os.path.lexists(socket_path):
             os.unlink(socket_path)
+    if server.left_idle:
+        jobs.executor.retire()  # no client can reach this agent any more
     return 0
 
 
@@ -141,6 +143,7 @@ def _watch_idle(server: AgentServer) -> None:
         stop = threading.Event()
         while not stop.wait(IDLE_CHECK_SECONDS):
             if server.agent.idle():
+                server.left_idle = True
                 server.shutdown()
                 return
             try:

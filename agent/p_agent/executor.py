@@ -85,6 +85,10 @@ class Executor(Protocol):
         """What the job's script writes into output.log after the job's own
         output (readers stop there even before ``log_end`` exists)."""
 
+    def retire(self) -> None:
+        """The agent leaves, idle: let go of what the engine keeps warm
+        between jobs (never a job's own processes)."""
+
 
 def make(engine: str, layout: Layout) -> Executor:
     if engine == "tmux":

@@ -194,7 +194,9 @@ class Jobs:
             # queue, the client hears why, and nothing is left of it.
             rmtree(job_dir)
             raise ProtocolError(failed)
-        view = self.view(job_id)
+        # Just started (or waiting): the engine need not be asked whether it
+        # holds the job, which costs a tmux process per start.
+        view = self.view(job_id, alive={job_id})
         if view is not None and view.get("position") is not None:
             events.append(self.layout, view["state"], job_id, position=view["position"])
         return view  # type: ignore[return-value]
@@ -370,7 +372,7 @@ class Jobs:
         events.append(self.layout, "stopped", job_id, grace=grace)
         for signum, wait_for in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             self.executor.signal(job_id, signum)
-            if self._wait_finished(job_id, wait_for):
+            if self.wait_finished(job_id, wait_for):
                 break
         if not self.finished(job_id):
             # Never started, or its script is gone: record the stop ourselves.
@@ -390,7 +392,7 @@ class Jobs:
             raise ProtocolError("no such job on this worker")
         return self.executor.attach_argv(job_id, ctrl_c_detaches)
 
-    def _wait_finished(self, job_id: str, seconds: float) -> bool:
+    def wait_finished(self, job_id: str, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         for delay in poll_intervals():
             if self.finished(job_id) or time.monotonic() >= deadline:

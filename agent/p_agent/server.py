@@ -28,6 +28,8 @@ CHUNK = 64 * 1024
 # With no client and no running job for this long, the agent exits; the
 # next `p` command starts it again (one agent start per connection at most).
 IDLE_SECONDS = 3600.0
+# How long a followed log, at its end marker, waits for the exit code.
+END_AFTER_MARKER = 2.0
 
 
 class Streamed:
@@ -177,8 +179,8 @@ class Agent:
         while True:
             # Read the "finished" flag before the data, so bytes written
             # just before the job ended are never cut off.
+            polls += 1  # the engine is asked now and then, not at once: a job just started is held
             finished = not follow or self.jobs.has_ended(job_id, ask_engine=polls % ASK_ENGINE_EVERY == 0)
-            polls += 1
             end = self.jobs.log_end(job_id)
             data = log.read(CHUNK)
             pending = held + data
@@ -195,7 +197,14 @@ class Agent:
                 out.write(send)
                 out.flush()
                 emitted += len(send)
-            if end is not None and emitted >= end or (finished and not data):
+            if end is not None and emitted >= end:
+                if follow:
+                    # The exit code follows the marker within moments: a
+                    # follower that closes after it asks for the job's
+                    # state at once, and must find it ended.
+                    self.jobs.wait_finished(job_id, END_AFTER_MARKER)
+                return
+            if finished and not data:
                 return
             if not data:
                 time.sleep(next(delays))
@@ -242,6 +251,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: str, agent: Agent) -> None:
         self.agent = agent
+        self.left_idle = False  # shut down for want of work (not a SIGTERM)
         super().__init__(path, Handler)
 
 

@@ -270,6 +270,9 @@ class SlurmExecutor:
     def end_marker(self, job_id: str) -> bytes:
         return scripts.end_marker(job_id)
 
+    def retire(self) -> None:
+        pass  # every job's tmux is its own, and leaves with it
+
 
 def sbatch_resources(spec: object) -> list[str]:
     """The run form's resources as sbatch options (p_protocol.jobspec)."""

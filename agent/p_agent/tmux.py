@@ -26,7 +26,12 @@ PGID_WAIT = 1.0
 # Why these options: the session must close when run.sh ends (it shows its own
 # "Job done" screen first), the status bar must tick every second for the
 # elapsed time, and a long build's output should stay scrollable.
+# The server outlives its last session (`exit-empty off`): starting one
+# costs each job a fork, the config and a utmp helper (~30 ms), and a
+# client that reached an exiting server had to retry. The agent ends it
+# when it leaves, idle (`retire`).
 TMUX_CONF = """\
+set -s exit-empty off
 set -g status-interval 1
 set -g remain-on-exit off
 set -g history-limit 50000
@@ -236,6 +241,10 @@ class TmuxExecutor:
 
     def kill_server(self) -> None:
         self.tmux.run("kill-server", check=False)
+
+    def retire(self) -> None:
+        if not self.tmux.sessions():
+            self.kill_server()
 
 
 # How far apart the agent's start time of a job and its process group

@@ -38,6 +38,10 @@ from ..store import UNKNOWN, JobRecord, Store, new_job_id
 from ..verbs import RUN_VALUE_USAGE
 from .attach import attach_session
 
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool,
         job_spec: list[tuple[str, str]], dry_run_sync: bool = False, ctrl_c_detaches: bool = False,
@@ -218,14 +222,18 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
     writer = output.LogWriter(sys.stdout.buffer, raw=False)
     relink = Relink(link, what=f"streaming job {record.short_id}", resume_hint=f"`p logs -f {record.short_id}`")
 
-    def copy(link: Link) -> None:
-        for chunk in link.agent.stream_log(record.id, writer.written, follow=True):
-            writer.write(chunk)
+    def copy(link: Link) -> dict[str, Any] | None:
+        stream = link.agent.stream_log(record.id, writer.written, follow=True)
+        while True:
+            try:
+                writer.write(next(stream))
+            except StopIteration as end:
+                return end.value  # the job as the stream's end found it
 
     interrupted = False
     while True:
         try:
-            relink.follow(copy)
+            view = relink.follow(copy)
             break
         except BrokenPipeError:
             # Whoever read the output is gone (`p -- yes | head`): as with
@@ -245,7 +253,8 @@ def _stream(link: Link, store: Store, record: JobRecord) -> int:
             interrupted = True
             relink.link.agent.request(Op.INTERRUPT, id=record.id)
     writer.finish()
-    view = relink.follow(lambda link: link.agent.wait(record.id))
+    if view is not None and not State(view["state"]).finished:
+        view = relink.follow(lambda link: link.agent.wait(record.id))
     record = apply(record, view)
     store.save(record)
     pulled = pull_results(relink.link, record)
