@@ -22,14 +22,17 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def eventually(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> object:
+def eventually(check: Callable[[], object], timeout: float = 20.0, interval: float = 0.1,
+               explain: Callable[[], str] | None = None) -> object:
+    """``check()`` once it is true; ``explain()`` says what was seen if it never is."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            seen = f": {explain()}" if explain is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s{seen}")
         time.sleep(interval)
 
 

@@ -3,7 +3,9 @@ login node one of the tests' sshd workers, `p` run as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,10 +21,19 @@ def ps(p: PClient, slurm: SlurmCluster) -> Iterator[PClient]:
     """A client with the cluster registered as worker `cluster` (the default)."""
     p.register("login", "--slurm", "-n", "cluster", check=True)
     yield p
-    # The cluster is shared by the whole session: leave it empty.
+    # The cluster is shared by the whole session: leave it empty, and say
+    # so here if it is not (a job left holding CPUs would fail the next test).
     for record in p.jobs():
         if record["status"] in ("queued", "running", "unknown"):
             p("stop", str(record["id"]))
+    user = p.sshd.workers["login"].user
+    left = ""
+    for _ in range(600):
+        left = slurm.run("squeue", "--noheader", "--user", user, "--format", "%i %T %j %R").stdout.strip()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"jobs left on the cluster after the test: {left}"
 
 
 def record(p: PClient, job_id: str) -> dict[str, object]:
@@ -89,14 +100,15 @@ def test_stop_a_queued_job(ps: PClient, slurm: SlurmCluster) -> None:
     assert ps("stop", holder, timeout=60).returncode == 0
 
 
-def test_stop_gives_a_running_job_its_grace_and_keeps_its_end(ps: PClient) -> None:
+def test_stop_gives_a_running_job_its_grace_and_keeps_its_end(ps: PClient, slurm: SlurmCluster) -> None:
     """SIGTERM reaches the job's own processes, as on a tmux worker: a job
     that traps it cleans up and its own exit status and output are kept.
     Stopped the moment it starts, while squeue may still call it PENDING
     (a view the agent cached a moment ago): three times, as that is a race."""
     for _ in range(3):
         job_id = detached(ps, "-n", "--", "trap 'echo cleanup; exit 7' TERM; echo up; while :; do sleep 0.1; done")
-        eventually(lambda job_id=job_id: ps("logs", job_id).stdout.startswith("up"), timeout=60, interval=0.05)
+        eventually(lambda job_id=job_id: ps("logs", job_id).stdout.startswith("up"), timeout=60, interval=0.05,
+                   explain=lambda: slurm.run("squeue", "--states=all").stdout)
         assert ps("stop", "--grace", "20", job_id, timeout=60).returncode == 0
         job = record(ps, job_id)
         assert (job["status"], job["exit_code"]) == ("stopped", 7), job
@@ -163,3 +175,21 @@ def test_rerun_on_slurm_passes_the_workers_sbatch_settings_once(p: PClient, slur
     assert result.returncode == 0 and result.stdout == "1\n", result.stderr
     second = p.jobs()[0]
     assert second["rerun_of"] == first["id"] and second["sbatch_args"] == ["--comment=from-worker"]
+
+
+def test_a_job_slurm_cancels_ends_stopped_and_logged_after_its_start(ps: PClient, slurm: SlurmCluster) -> None:
+    """scancel from outside p (a user, an admin) ends run.sh with the job:
+    the batch script records the end, timed to the millisecond as every
+    other event, so the worker's log stays in order."""
+    job_id = detached(ps, "-n", "--", "echo up; sleep 600")
+    eventually(lambda: ps("logs", job_id).stdout.startswith("up"), timeout=60, interval=0.05)
+    engine_id = str(refreshed(ps, job_id)["engine_id"])
+    assert slurm.run("scancel", "--full", engine_id).returncode == 0
+    ps("wait", job_id, timeout=60)
+    job = record(ps, job_id)
+    assert (job["status"], job["exit_code"]) == ("stopped", 143), job
+    events = [json.loads(line) for line in ps("events", "--json", job_id, check=True).stdout.splitlines()]
+    worker = [(event["event"], event["time"]) for event in events if event["source"] == "worker"]
+    started = next(time for name, time in worker if name == "started")
+    ended = next(time for name, time in worker if name == "ended")
+    assert ended >= started, worker

@@ -83,11 +83,7 @@ sock={tmux_socket}
 user_umask=$(umask)
 umask 077
 {record_fn}
-now() {{
-    t=$(date +%s.%N)
-    case $t in *.[0-9][0-9][0-9]*) t=${{t%"${{t#*.???}}"}} ;; *) t=${{t%%.*}} ;; esac
-    echo "$t"
-}}
+{now_fn}
 trap : INT
 {watchdog}{times_before}{start}
 {times_after}[ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
@@ -286,6 +282,15 @@ def end_marker(job_id: str) -> bytes:
 _TAME_WORD = re.compile(r"^[A-Za-z0-9_=.,/+-]+$")
 
 
+# The time to the millisecond where `date` has %N, else to the second.
+NOW_FN = """\
+now() {
+    t=$(date +%s.%N)
+    case $t in *.[0-9][0-9][0-9]*) t=${t%"${t#*.???}"} ;; *) t=${t%%.*} ;; esac
+    echo "$t"
+}"""
+
+
 def record_fn() -> str:
     return RECORD_FN.format(pad=END_FILE_SIZE - 1, pending=JobFile.PENDING, end_failed=JobFile.END_FAILED)
 
@@ -306,7 +311,7 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
                                    pgid=JobFile.PGID, timed_out=JobFile.TIMED_OUT, job_id=job_id,
                                    events_log=quote(events_log))
     return RUN_SH.format(
-        record_fn=record_fn(),
+        record_fn=record_fn(), now_fn=NOW_FN,
         watchdog=watchdog,
         timed_out=JobFile.TIMED_OUT,
         times_before="" if launcher else f'times > "$job/{JobFile.CPU_TIMES}"\n',

@@ -150,6 +150,7 @@ class SlurmExecutor:
         write_file(path(job.job_dir, "tmux_session"), session)
         write_file(path(job.job_dir, "batch.sh"), BATCH_SH.format(
             job_id=job.job_id, job_dir=quote(job.job_dir), sock=quote(sock), record_fn=scripts.record_fn(),
+            now_fn=scripts.NOW_FN,
             tmux=" ".join(quote(word) for word in ["tmux", "-S", sock, "-f", self.layout.tmux_conf]),
             session=quote(session), cols=max(job.cols, 20), rows=max(job.rows, 5), workdir=quote(job.workdir),
             run_sh=quote(path(job.job_dir, "run.sh")), status_left=quote(status_left(job, session)),
@@ -341,6 +342,7 @@ job={job_dir}
 sock={sock}
 umask 077
 {record_fn}
+{now_fn}
 trap : INT
 trap : TERM
 printf '%s\n' "$SLURM_JOB_NODELIST" > "$job/{node_list}"
@@ -362,9 +364,10 @@ if [ ! -s "$job/{exitcode}" ]; then
         *) how=CANCELLED ;;
     esac
     [ -s "$job/{engine_end}" ] || echo "$how" > "$job/{engine_end}"
-    record {ended_at} "$(date +%s)"
+    end=$(now)
+    record {ended_at} "$end"
     record {log_end} "$(wc -c < "$job/{output}")"
-    printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":143}}\n' "$(date +%s)" >> {events_log}
+    printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":143}}\n' "$end" >> {events_log}
     record {exitcode} 143
 fi
 code=1
