@@ -149,20 +149,51 @@ def test_a_pgid_file_naming_a_reused_number_is_not_obeyed(tmp_path: Path) -> Non
     import subprocess
     import time
 
-    from p_agent.tmux import _is_jobs_group
+    from p_agent.files import is_jobs_group
 
     other = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
         job_dir = tmp_path / "job"
         job_dir.mkdir()
         (job_dir / JobFile.STARTED_AT).write_text(f"{time.time():.3f}")
-        assert _is_jobs_group(other.pid, str(job_dir))  # started when the job did: its own
+        assert is_jobs_group(other.pid, str(job_dir))  # started when the job did: its own
         (job_dir / JobFile.STARTED_AT).write_text(f"{time.time() - 3600:.3f}")
-        assert not _is_jobs_group(other.pid, str(job_dir))  # a job of an hour ago: a reused number
+        assert not is_jobs_group(other.pid, str(job_dir))  # a job of an hour ago: a reused number
     finally:
         other.kill()
         other.wait()
-    assert not _is_jobs_group(other.pid, str(job_dir))
+    assert not is_jobs_group(other.pid, str(job_dir))
+
+
+def test_the_memory_sampler_leaves_a_lost_jobs_reused_number_alone(tmp_path: Path) -> None:
+    """A job lost without an end (its session killed, a reboot) keeps a
+    pgid file whose number may name another's processes by now: their
+    memory is never taken for the job's peak."""
+    import subprocess
+    import time
+
+    from p_agent.rusage import PeakSampler
+
+    layout = Layout(str(tmp_path / ".p"))
+    other = subprocess.Popen(["python3", "-c", "b = bytearray(64 << 20); import time; time.sleep(30)"],
+                             start_new_session=True)
+    try:
+        from p_agent.rusage import _high_water
+
+        deadline = time.monotonic() + 10
+        while (_high_water(other.pid) or 0) < 64 << 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ours, lost = (Path(layout.job_dir(uuid.uuid4().hex)) for _ in range(2))
+        for job_dir, started in ((ours, time.time()), (lost, time.time() - 3600)):
+            job_dir.mkdir(parents=True)
+            (job_dir / JobFile.STARTED_AT).write_text(f"{started:.3f}")
+            (job_dir / JobFile.PGID).write_text(f"{other.pid}\n")
+        PeakSampler(layout).sample()
+    finally:
+        other.kill()
+        other.wait()
+    assert int((ours / JobFile.PEAK_RSS).read_text()) >= 64 << 20  # a job of now: its own group, sampled
+    assert not (lost / JobFile.PEAK_RSS).exists()  # a job of an hour ago: another's group
 
 
 def test_the_event_log_streams_whole_lines_from_an_offset(jobs: Jobs, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,3 +86,38 @@ def rmtree(path: str) -> None:
 
     if os.path.lexists(path):
         shutil.rmtree(path, onerror=make_writable)
+
+
+# How far apart the agent's start time of a job and its process group
+# leader's may be: a pgid file naming a process that started at another
+# time names a number reused since (after a reboot, or long after the job).
+LEADER_SLACK = 60.0
+
+
+def is_jobs_group(pgid: int, job_dir: str) -> bool:
+    """Whether process group ``pgid`` still is the job's. A group outlives
+    its leader, and Linux hands out no pid still in use as a group id: a
+    live group without its leader is the job's; one with a leader is the
+    job's if that leader started when the job did."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False  # gone, or another user's by now
+    leader = _started(pgid)
+    started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
+    if leader is None or started_at is None:
+        return leader is None  # no leader: the job's; no start time: trust nothing
+    return abs(leader - started_at) <= LEADER_SLACK
+
+
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), from /proc; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as src:
+            fields = src.read()
+        with open("/proc/stat") as src:
+            boot = next(int(line.split()[1]) for line in src if line.startswith("btime "))
+        ticks = int(fields[fields.rindex(")") + 2:].split()[19])  # field 22: starttime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")

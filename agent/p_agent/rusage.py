@@ -24,7 +24,7 @@ import threading
 from p_protocol import JOB_ID_RE
 from p_protocol.layout import JobFile, Layout
 
-from .files import parse_float, read_file, write_file
+from .files import is_jobs_group, parse_float, read_file, read_pgid, write_file
 
 SAMPLE_SECONDS = 0.25
 # `times` prints "<user>m<seconds>s <sys>m<seconds>s", for the shell then its
@@ -113,9 +113,16 @@ class PeakSampler:
                 self.finished.add(job_id)
                 self.peaks.pop(job_id, None)
                 continue
-            text = read_file(os.path.join(job_dir, JobFile.PGID)) if os.path.isdir(job_dir) else None
-            if text is not None and text.strip().isdigit() and int(text) > 1:
-                groups[int(text)] = job_id
+            pgid = read_pgid(job_dir) if os.path.isdir(job_dir) else None
+            if pgid is None:
+                continue  # not started yet
+            if is_jobs_group(pgid, job_dir):
+                groups[pgid] = job_id
+            else:
+                # Lost without an end (its session killed, the worker
+                # rebooted): its number may name another's processes now.
+                self.finished.add(job_id)
+                self.peaks.pop(job_id, None)
         return groups
 
 

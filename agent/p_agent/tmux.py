@@ -16,7 +16,7 @@ from p_protocol.layout import JobFile, Layout
 
 from . import scripts
 from .executor import EngineError, JobStart, Verdict
-from .files import parse_float, poll_intervals, read_file, read_pgid, write_file
+from .files import is_jobs_group, poll_intervals, read_pgid, write_file
 from .rusage import PeakSampler
 
 COMMAND_IN_STATUS = 40
@@ -145,7 +145,7 @@ class _Sessions:
         if os.path.exists(os.path.join(job_dir, JobFile.EXIT_CODE)):
             return False
         pgid = read_pgid(job_dir)
-        return pgid is not None and _is_jobs_group(pgid, job_dir)
+        return pgid is not None and is_jobs_group(pgid, job_dir)
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -210,7 +210,7 @@ class TmuxExecutor:
                 break
             time.sleep(delay)
             pgid = read_pgid(job_dir)
-        if pgid is not None and _is_jobs_group(pgid, job_dir):
+        if pgid is not None and is_jobs_group(pgid, job_dir):
             try:
                 os.killpg(pgid, signum)
             except ProcessLookupError:
@@ -245,41 +245,6 @@ class TmuxExecutor:
     def retire(self) -> None:
         if not self.tmux.sessions():
             self.kill_server()
-
-
-# How far apart the agent's start time of a job and its process group
-# leader's may be: a pgid file naming a process that started at another
-# time names a number reused since (after a reboot, or long after the job).
-LEADER_SLACK = 60.0
-
-
-def _is_jobs_group(pgid: int, job_dir: str) -> bool:
-    """Whether process group ``pgid`` still is the job's. A group outlives
-    its leader, and Linux hands out no pid still in use as a group id: a
-    live group without its leader is the job's; one with a leader is the
-    job's if that leader started when the job did."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False  # gone, or another user's by now
-    leader = _started(pgid)
-    started_at = parse_float(read_file(os.path.join(job_dir, JobFile.STARTED_AT)))
-    if leader is None or started_at is None:
-        return leader is None  # no leader: the job's; no start time: trust nothing
-    return abs(leader - started_at) <= LEADER_SLACK
-
-
-def _started(pid: int) -> float | None:
-    """When process ``pid`` started (Unix time), from /proc; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as src:
-            stat = src.read()
-        with open("/proc/stat") as src:
-            boot = next(int(line.split()[1]) for line in src if line.startswith("btime "))
-        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: starttime
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def status_left(job: JobStart, session: str) -> str:
