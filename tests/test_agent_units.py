@@ -287,3 +287,44 @@ def test_the_tmux_server_outlives_its_last_job_until_the_agent_retires(tmp_path:
         assert not server_up()
     finally:
         engine.kill_server()
+
+
+def test_the_event_log_is_set_aside_when_full_and_a_follower_moves_on(
+        jobs: Jobs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its size the log becomes events.jsonl.1 (the one before is
+    dropped); a follower from before goes on in the new file, and an offset
+    taken in the old one starts the new one from its beginning."""
+    import threading
+    import time
+
+    from p_agent import events
+
+    monkeypatch.setattr(events, "ROTATE_AT", 2000)
+    monkeypatch.setattr(events, "HEARTBEAT_SECONDS", 0.1)
+    log = Path(jobs.layout.events_log)
+    for n in range(30):
+        events.append(jobs.layout, "queued", uuid.uuid4().hex, position=n)
+    assert log.stat().st_size <= 2000 + 200 and Path(f"{log}.1").stat().st_size > 2000
+
+    class Follower(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            if b'"position":1000' in self.getvalue():
+                raise BrokenPipeError  # it saw the last one: leave
+            return super().write(data)
+
+    follower = Follower()
+    agent = Agent(jobs.layout, jobs)
+    thread = threading.Thread(target=agent.dispatch, args=({"op": "events", "offset": log.stat().st_size,
+                                                            "follow": True}, follower))
+    thread.start()
+    time.sleep(0.2)
+    for n in range(100, 130):  # sets the log aside again
+        events.append(jobs.layout, "queued", uuid.uuid4().hex, position=n)
+    events.append(jobs.layout, "queued", uuid.uuid4().hex, position=1000)
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    seen = [json.loads(line)["position"] for line in follower.getvalue().splitlines()[1:] if line.strip()]
+    assert seen == [*range(100, 130), 1000]
+    out = io.BytesIO()
+    agent.dispatch({"op": "events", "offset": 10 ** 6}, out)  # an offset in a file set aside
+    assert out.getvalue().partition(b"\n")[2] == log.read_bytes()

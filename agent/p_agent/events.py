@@ -11,6 +11,11 @@ skip a line that is not a whole JSON object.
 
 A line: ``{"t": <unix time>, "event": <name>, "id": <job id>, ...}``; ``id``
 is absent for an event of the worker itself (``drained``).
+
+The log is kept to about ROTATE_AT: past it, the agent renames it to
+``events.jsonl.1`` (dropping the one before) and writers start a new one
+(they open it by name for each line). A follower moves on to the new file;
+an offset past the end of the current one was taken in the old one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ MAX_LINE = 4096
 # left is noticed (its socket refuses the write) and its thread ends.
 HEARTBEAT_SECONDS = EVENTS_HEARTBEAT
 CHUNK = 64 * 1024
+# Some 60,000 events: weeks of heavy use.
+ROTATE_AT = 8 << 20
 
 
 def line(event: str, job_id: str | None = None, **fields: Any) -> bytes:
@@ -60,10 +67,29 @@ def append(layout: Layout, event: str, job_id: str | None = None, **fields: Any)
             written = os.write(fd, text)
             if written < len(text):
                 os.write(fd, b"\n")  # end the cut line, so the next one stands alone
+            if os.fstat(fd).st_size > ROTATE_AT:
+                _rotate(layout, fd)
         finally:
             os.close(fd)
     except OSError as exc:
         print(f"event {event} not logged: {exc}", file=sys.stderr)
+
+
+def _rotate(layout: Layout, fd: int) -> None:
+    """Set the full log aside, unless another writer just did."""
+    try:
+        if os.stat(layout.events_log).st_ino == os.fstat(fd).st_ino:
+            os.replace(layout.events_log, layout.events_log + ".1")
+    except FileNotFoundError:
+        pass
+
+
+def _rotated(layout: Layout, log: BinaryIO) -> bool:
+    """Whether ``log`` is no longer the file the log's name gives."""
+    try:
+        return os.stat(layout.events_log).st_ino != os.fstat(log.fileno()).st_ino
+    except FileNotFoundError:
+        return False  # the next writer makes it
 
 
 def stream(layout: Layout, offset: int, follow: bool, out: BinaryIO) -> None:
@@ -73,6 +99,7 @@ def stream(layout: Layout, offset: int, follow: bool, out: BinaryIO) -> None:
     at the next one."""
     emitted = offset
     held = b""
+    draining = False
     delays = poll_intervals()
     quiet_since = time.monotonic()
     try:
@@ -80,6 +107,8 @@ def stream(layout: Layout, offset: int, follow: bool, out: BinaryIO) -> None:
     except FileNotFoundError:
         log = None
     try:
+        if log is not None and offset > os.fstat(log.fileno()).st_size:
+            offset = emitted = 0  # taken in the file set aside since: all of this one is new
         if log is not None and offset > 0:
             log.seek(offset - 1)
             if log.read(1) != b"\n":
@@ -107,6 +136,15 @@ def stream(layout: Layout, offset: int, follow: bool, out: BinaryIO) -> None:
                 continue
             if not follow:
                 return
+            if log is not None and _rotated(layout, log):
+                if draining:
+                    # Read to its end twice since it was set aside: the new
+                    # file holds what follows.
+                    log.close()
+                    log, emitted, held, draining = None, 0, b"", False
+                else:
+                    draining = True  # a line written just before the rename may still come
+                continue
             if time.monotonic() - quiet_since > HEARTBEAT_SECONDS:
                 out.write(b"\n")
                 out.flush()
