@@ -18,6 +18,7 @@ from p_agent.server import Agent, _split_marker_start
 
 from p_protocol.jobspec import JobSpec
 from p_protocol.layout import JobFile, Layout
+from p_protocol.states import State
 from p_protocol.wire import Op, check_reply
 
 MARKER = b"\x1b]7777;p-end-fake\x07"
@@ -328,3 +329,28 @@ def test_the_event_log_is_set_aside_when_full_and_a_follower_moves_on(
     out = io.BytesIO()
     agent.dispatch({"op": "events", "offset": 10 ** 6}, out)  # an offset in a file set aside
     assert out.getvalue().partition(b"\n")[2] == log.read_bytes()
+
+
+def test_two_agents_share_one_queue_and_neither_loses_the_others_jobs(tmp_path: Path) -> None:
+    """Agents of two versions may serve one worker side by side, each for
+    its own clients: every change to the queue starts from what the file
+    holds, so no job is lost and the slots are never overfilled."""
+    layout = Layout(str(tmp_path / ".p"))
+    old, new = Jobs(layout, FakeExecutor()), Jobs(layout, FakeExecutor())
+    old.ensure_layout()
+    old.queue.configure(1, None, None, None)
+    first, _ = started(old)  # takes the one slot
+    second, _ = started(new)  # waits
+    third, _ = started(old)  # waits behind it
+
+    def queue() -> dict[str, object]:
+        return json.loads(Path(layout.queue_file).read_text())
+
+    assert list(queue()["running"]) == [first]  # type: ignore[arg-type]
+    assert [entry["id"] for entry in queue()["waiting"]] == [second, third]  # type: ignore[index, union-attr]
+    Path(layout.job_dir(first), JobFile.EXIT_CODE).write_text("0\n")
+    new.queue.schedule()  # the slot is free: the next in line starts, whoever took it
+    assert list(queue()["running"]) == [second] and new.executor.held == {second}  # type: ignore[attr-defined]
+    old.queue.schedule()  # no room: the third waits on, in both agents' eyes
+    assert [entry["id"] for entry in queue()["waiting"]] == [third]  # type: ignore[index, union-attr]
+    assert old.queue.state(third) == new.queue.state(third) == (State.QUEUED, 1)

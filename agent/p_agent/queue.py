@@ -11,7 +11,10 @@ GPUs is never passed over for ever. Jobs held for approval
 The queue, the jobs holding slots (with their GPUs) and the worker's
 settings (``slots``, ``gpus``, ``drained``, ``approval``) are one file,
 ``~/.p/queue.json``, written atomically on every change: an agent that was
-killed picks it all up when it starts again. A job that ends while no agent
+killed picks it all up when it starts again. The file is the truth, not the
+agent's memory: agents of two versions may serve one worker side by side
+(each its own clients), so every change is made under a lock on the file
+(``queue.json.lock``) to what the file holds then. A job that ends while no agent
 runs starts one (run.sh runs the launcher the client left, see
 scripts.RUN_SH), so the queue moves on.
 
@@ -22,11 +25,14 @@ an engine like that the queue counts no GPUs (``keeps_gpus``), and with
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from p_protocol import JOB_ID_RE
@@ -116,6 +122,19 @@ class Queue:
 
     # -- the file ------------------------------------------------------------
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """This thread alone, and this agent alone, changes the queue now,
+        starting from what the file holds (another agent may have changed it)."""
+        with self.cond:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._load()  # a few hundred bytes: cheaper than telling whether it changed
+                yield
+            finally:
+                os.close(fd)  # and the lock with it
+
     def _load(self) -> None:
         """What the last agent left; a damaged file is said in the log and
         each part of it that still makes sense is kept."""
@@ -166,7 +185,7 @@ class Queue:
     def submit(self, job_id: str, gpus: int, worker: str) -> None:
         """Take the job into the queue (the caller then calls ``schedule``);
         QueueRefused when the worker is drained or lacks that many GPUs."""
-        with self.cond:
+        with self._changing():
             if self.settings.drained:
                 raise QueueRefused(f"worker {worker} is drained and takes no new jobs (queued ones wait, "
                                    f"running ones finish); `p worker resume {worker}` lets it take them again")
@@ -190,7 +209,7 @@ class Queue:
 
     def withdraw(self, job_id: str) -> bool:
         """Take a waiting job out (stopped, removed, rejected): True if it waited."""
-        with self.cond:
+        with self._changing():
             kept = tuple(entry for entry in self.waiting if entry.job_id != job_id)
             if len(kept) == len(self.waiting):
                 return False
@@ -201,7 +220,7 @@ class Queue:
 
     def approve(self, job_id: str) -> bool:
         """Let a job held for approval start in its turn: True if it was held."""
-        with self.cond:
+        with self._changing():
             found = [entry for entry in self.waiting if entry.job_id == job_id and entry.held]
             if not found:
                 return False
@@ -216,7 +235,7 @@ class Queue:
                   approval: bool | None) -> None:
         """Change what is given: ``slots`` 0 means no cap, ``gpus`` "auto"
         means detect them."""
-        with self.cond:
+        with self._changing():
             if slots is not None:
                 self.settings.slots = slots or None
             if gpus == "auto":
@@ -233,7 +252,7 @@ class Queue:
 
     def summary(self) -> dict[str, Any]:
         """The worker's side of p_protocol.wire.WORKER, bar its load."""
-        with self.cond:
+        with self._changing():
             self._release(ask_engine=False)
             gpus = self.gpus()
             busy = {gpu for held in self.running.values() for gpu in held}
@@ -251,7 +270,7 @@ class Queue:
 
     def schedule(self, ask_engine: bool = False) -> None:
         """Start, in order, every waiting job there is room for now."""
-        with self.cond:
+        with self._changing():
             self._release(ask_engine)
             while not self.settings.drained:
                 entry = self._next()
