@@ -31,6 +31,24 @@ def root_state_dir() -> Path:
     return Path(demo.state_dir())
 
 
+@pytest.fixture(autouse=True)
+def one_demo_at_a_time() -> Iterator[None]:
+    """As root the demo keeps its state in one place for the whole machine
+    (/var/lib/p-demo), as it should: two test runs at once on one machine
+    take turns here instead of stopping each other's demo."""
+    import fcntl
+
+    if os.getuid() != 0:
+        yield
+        return
+    lock = os.open("/var/lib/p-demo-tests.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
 @pytest.fixture(scope="module")
 def demo_checkout() -> Iterator[tuple[Path, Path]]:
     root = Path(f"/var/tmp/p-demo-test-{secrets.token_hex(4)}")
