@@ -205,6 +205,54 @@ class Bench:
         self.report("resync 4 at once: p / 4 chains", p_time / chain_time, 1.2,
                     f"slowest of 4: p {p_time:.2f} s, manual chain {chain_time:.2f} s")
 
+    def manifest(self) -> None:
+        """P13: a 100,000-file tree with nothing changed since the last run.
+        `p -- true` (each run once the worker's spare of the last sync is
+        ready, as after any pause) against a no-op `rsync -a` of the same
+        tree into a fixed directory over p's own master."""
+        import hashlib
+        import socket
+
+        tree = self.home / "big"
+        files = 10000 if QUICK else 100000
+        for i in range(files):
+            sub = tree / f"d{i // 100:04d}"
+            if i % 100 == 0:
+                sub.mkdir(parents=True)
+            (sub / f"f{i}.py").write_text(f"x = {i}\n")
+        key = hashlib.sha256(f"{socket.gethostname()}\0{tree}".encode()).hexdigest()[:16]
+        spares = Path(self.sshd.workers["w1"].home) / ".p" / "spares"
+
+        def settled() -> None:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                ours = [d.name for d in spares.glob(f"{key}*")]
+                if ours and not [name for name in ours if ".tmp-" in name]:
+                    return
+                time.sleep(0.2)
+
+        # Two syncs: the first walk meets files written a moment ago, too
+        # fresh to vouch for (see p/manifest.py), and keeps no manifest.
+        for _ in range(2):
+            self.p(["--", "true"], cwd=str(tree))
+            settled()
+        before = {job["id"] for job in json.loads(self.p(["ls", "--json"]))}
+        seconds = []
+        for _ in range(REPEAT):
+            seconds.append(timed([P, "--", "true"], self.env, cwd=str(tree)))
+            settled()
+        jobs = [job for job in json.loads(self.p(["ls", "--json"])) if job["id"] not in before]
+        skipped = sum(job["sync_bytes"] == 0 for job in jobs)
+        [master] = [path for path in (self.runtime / "p").glob("cm-*") if path.is_symlink()]
+        shell = f"{' '.join(self.ssh)} -o ControlMaster=no -o ControlPath={master}"
+        rsync = ["rsync", "-a", "-e", shell, f"{tree}/", "w1:fixed-big/"]
+        timed(rsync, self.env)  # fills it: the runs timed find nothing to do
+        rsync_time = median_time(rsync, self.env)
+        p_time = statistics.median(seconds)
+        self.report("no change, 100k files: p / rsync no-op", p_time / rsync_time, 1.0,
+                    f"{files} files, p {p_time:.2f} s ({skipped}/{len(jobs)} skipped rsync), "
+                    f"rsync -a no-op {rsync_time:.2f} s")
+
     def ls_scale(self) -> None:
         jobs = self.home / "data" / "p" / "jobs"
 
@@ -383,7 +431,8 @@ def main() -> int:
     bench = Bench()
     try:
         only = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-        for step in (bench.launch, bench.launch_cold, bench.resync, bench.ls_scale, bench.check_scale, bench.pool_scale,
+        for step in (bench.launch, bench.launch_cold, bench.resync, bench.manifest, bench.ls_scale,
+                     bench.check_scale, bench.pool_scale,
                      bench.queue_delay, bench.memory, bench.leftovers, bench.ls_cut):
             if not only or step.__name__ in only:
                 step()

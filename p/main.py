@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             problem = _cwd_problem()
             if problem is not None:
                 raise PError(problem, exit_code=2)
+            if not options["no_sync"] and not options["dry_run_sync"]:
+                from . import manifest
+
+                manifest.walk_early(os.getcwd())  # while the rest is imported (p/manifest.py)
             import signal
 
             from .commands.run import run

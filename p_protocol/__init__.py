@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 VERSION = "0.1.0"
-PROTOCOL = 15
+PROTOCOL = 16
 
 # A job id is a lowercase hex UUID4 without dashes; anything else from the
 # command line or from a worker is refused before it can reach a path or shell.

@@ -175,8 +175,10 @@ SPECS: dict[Op, Spec] = {
     Op.HELLO: Spec((), (F("version", "str"), F("protocol", "int"), F("home", "str"), F("engine", "str")),
                    "who answers: checked before anything else is sent"),
     Op.PREPARE: Spec((ID, F("spare", "spare", optional=True, nullable=True),
-                      F("source", "id", optional=True, nullable=True)), (F("reused", "bool"),),
-                     "the job's workdir, from the spare copy of its directory if there is one; `source`: "
+                      F("source", "id", optional=True, nullable=True)),
+                     (F("reused", "bool"), F("origin", "id", optional=True, nullable=True)),
+                     "the job's workdir, from the spare copy of its directory if there is one (`origin`: the job "
+                     "whose synced workdir that spare is an exact copy of, when the worker knows); `source`: "
                      "a copy of that job's workdir instead (`p rerun --same-files`)"),
     Op.START: Spec((ID, F("spec", "spec"), F("cwd", "str"), F("worker", "worker"), F("cols", "size"),
                     F("rows", "size"), F("tty", "bool"), F("attach", "bool"),

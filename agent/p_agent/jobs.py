@@ -56,29 +56,31 @@ class Jobs:
                            keeps_gpus=executor.name != "slurm")
 
     def prepare(self, job_id: str, spare_key: str | None, connection: object = None,
-                source: str | None = None) -> bool:
+                source: str | None = None) -> tuple[bool, str | None]:
         """The job's workdir, ready for the client's sync: the spare copy of
-        its directory when there is one (see spares.py); with ``source``, a
-        copy of that job's workdir instead, which no sync follows."""
+        its directory when there is one (see spares.py), and the job whose
+        sync it is an exact copy of, if known; with ``source``, a copy of
+        that job's workdir instead, which no sync follows."""
         workdir = self.layout.workdir(job_id)
         with self.starting:
             if source is not None and (os.path.lexists(workdir) or os.path.exists(self.layout.job_dir(job_id))):
                 raise ProtocolError(f"job {job_id} exists already")  # cp would copy into it
             self.syncing[job_id] = connection
-            if source is None:
-                if spare_key is None:
-                    os.makedirs(workdir, mode=0o700, exist_ok=True)
-                    return False
-                return self.spares.take(spare_key, workdir)
-        # Outside the lock: a big copy must not hold up other jobs' starts.
-        # Until its start, the copy is a sync like any (`clean` leaves it,
-        # a client that leaves takes it along).
+            if source is None and spare_key is None:
+                os.makedirs(workdir, mode=0o700, exist_ok=True)
+                return False, None
+        # Outside the lock: a big tree checked or copied must not hold up
+        # other jobs' starts. Until its start, the workdir is a sync like any
+        # (`clean` leaves it, a client that leaves takes it along).
+        if source is None:
+            assert spare_key is not None
+            return self.spares.take(spare_key, workdir)
         if not os.path.isdir(self.layout.workdir(source)):
             raise ProtocolError(f"job {source[:8]}'s workdir is gone from this worker")
         if not copy_tree(self.layout.workdir(source), workdir):
             rmtree(workdir)
             raise ProtocolError(f"could not copy job {source[:8]}'s workdir (is the disk full?)")
-        return True
+        return True, None
 
     def abandon(self, connection: object) -> None:
         """``connection`` closed: the workdirs it prepared and started no job

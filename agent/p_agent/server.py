@@ -62,17 +62,21 @@ class Agent:
 
     def on_prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         # A connection is served by a thread of its own, for its whole life.
-        return ok(reused=self.jobs.prepare(request["id"], request["spare"], threading.get_ident(),
-                                           source=request["source"]))
+        reused, origin = self.jobs.prepare(request["id"], request["spare"], threading.get_ident(),
+                                           source=request["source"])
+        return ok(reused=reused, origin=origin)
 
     def on_start(self, request: dict[str, Any]) -> dict[str, Any]:
         job_id = request["id"]
+        # Before the job can change its workdir: what changed there from now
+        # on was not synced (see Spares.copy_from).
+        mark = self.jobs.spares.mark() if request["spare"] is not None else None
         job = self.jobs.start(job_id, JobSpec.parse(request["spec"]), request["cwd"], request["worker"],
                               request["cols"], request["rows"], tty=request["tty"],
                               expect_client=request["attach"], secrets=request["secrets"],
                               notify_command=request["notify_command"])
         if request["spare"] is not None:
-            self.jobs.spares.copy_from(request["spare"], self.layout.workdir(job_id), job_id)
+            self.jobs.spares.copy_from(request["spare"], self.layout.workdir(job_id), job_id, mark)
         argv = self.jobs.attach_argv(job_id, bool(request["ctrl_c_detaches"])) if request["attach"] else None
         return ok(job=job, argv=argv)
 

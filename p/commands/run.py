@@ -24,7 +24,7 @@ from p_protocol.jobspec import (
 from p_protocol.states import State
 from p_protocol.wire import Op
 
-from .. import config, events, output, paths, results, sync
+from .. import config, events, manifest, output, paths, results, sync
 from .. import link as link_module
 from ..agent_client import AgentRefused
 from ..errors import PError, Terminated
@@ -41,6 +41,11 @@ from .attach import attach_session
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
     from typing import Any
+
+
+# The most bytes of file names `_unblind` hands one `rm` (the worker's
+# ARG_MAX is 128 KiB at the least); past it the workdir is emptied instead.
+MAX_UNBLIND = 100_000
 
 
 def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: bool, assume_yes: bool,
@@ -84,8 +89,12 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     (p/notify.py). The run form and `p rerun` both come here."""
     cwd = os.getcwd()
     store = Store()
+    walk = None
     if not no_sync and same_files_as is None:
         sync.push_filter(cwd, excludes)  # a .pignore that cannot be read: before any connection
+        # The directory as it is now, walked while the worker prepares: if
+        # it is as last synced there, the sync may be skipped (p/manifest.py).
+        walk = manifest.walker(cwd)
     pool = worker_name[1:] if worker_name is not None and worker_name.startswith("@") else None
     if pool is not None:
         from ..config import load
@@ -105,26 +114,8 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         # Its files are that job's, and so is the directory they came from.
         record.cwd, record.synced = same_files_as.cwd, same_files_as.synced
         link.agent.request(Op.PREPARE, id=record.id, spare=None, source=same_files_as.id, blocking=True)
-    elif not no_sync:
-        _confirm_sensitive(cwd, worker, assume_yes, excludes)
-        record.spare = _spare_key(cwd)
-        reused = link.agent.request(Op.PREPARE, id=record.id, spare=record.spare)["reused"]
-        try:
-            sent = sync.push(link.transport, cwd, record.workdir,
-                             None if reused else _previous_workdir(link, store, record), exact=reused,
-                             excludes=excludes)
-        except BaseException as exc:
-            # No job will own this workdir: do not leave it behind.
-            try:
-                full = _full_disk(link, exc)
-                link.agent.request(Op.REMOVE, id=record.id, force=True)
-            except PError:
-                full = None
-            if full is not None:
-                raise sync.no_space_on_worker(worker, full) from None
-            raise
-        if sent is not None:
-            record.sync_files, record.sync_bytes = sent.files, sent.bytes
+    elif walk is not None:
+        _sync(link, store, record, cwd, excludes, assume_yes, walk)
     record.started_at = time.time()  # the job's clock starts after the sync
     store.save(record)  # before the start: a crash from here on leaves a record
     cols, rows = _terminal_size()
@@ -193,6 +184,88 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         link.close()
         return attach_session(link, record, argv, ctrl_c_detaches)
     return _stream(link, store, record)
+
+
+def _sync(link: Link, store: Store, record: JobRecord, cwd: str, excludes: list[str], assume_yes: bool,
+          walk: manifest.Walk) -> None:
+    """Bring the job's workdir to what ``cwd`` holds: the worker hands over
+    the spare copy of the last sync, and rsync updates it, unless nothing
+    changed since the sync that spare is an exact copy of (p/manifest.py)."""
+    worker = link.worker.name
+    last = manifest.load(cwd, worker)
+    filter_rules = sync.push_filter(cwd, excludes)
+    # Files that look secret take a yes before anything is prepared; when the
+    # last sync had none, only if something changed since.
+    secrets = None
+    if last is None or last.secrets:
+        secrets = _confirm_sensitive(cwd, worker, assume_yes, excludes)
+    record.spare = _spare_key(cwd)
+    prepared = link.agent.request(Op.PREPARE, id=record.id, spare=record.spare)
+    tree = walk.result()
+    unchanged = prepared["reused"] and last is not None and last.describes(filter_rules, tree, prepared["origin"])
+    try:
+        if secrets is None:
+            secrets = False if unchanged else _confirm_sensitive(cwd, worker, assume_yes, excludes)
+    except BaseException:
+        _forsake(link, record)
+        raise
+    if unchanged:
+        sent: sync.Sent | None = sync.Sent(0, 0)  # the workdir holds it all already
+    else:
+        try:
+            if prepared["reused"] and last is not None and tree is not None and prepared["origin"] == last.sync:
+                before = last.entries()
+                _unblind(link, record, None if before is None else manifest.quick_check_blind(before, tree))
+            sent = sync.push(link.transport, cwd, record.workdir,
+                             None if prepared["reused"] else _previous_workdir(link, store, record),
+                             exact=prepared["reused"], excludes=excludes)
+        except BaseException as exc:
+            # No job will own this workdir: do not leave it behind.
+            try:
+                full = _full_disk(link, exc)
+                link.agent.request(Op.REMOVE, id=record.id, force=True)
+            except PError:
+                full = None
+            if full is not None:
+                raise sync.no_space_on_worker(worker, full) from None
+            raise
+    if sent is not None:
+        record.sync_files, record.sync_bytes = sent.files, sent.bytes
+    # Walked before rsync read a file: whatever changed after is newer than
+    # the manifest says, and the next run syncs it.
+    if tree is not None and not tree.racy:
+        manifest.save(cwd, worker, filter_rules, tree, record.id, secrets, last)
+    else:
+        manifest.forget(cwd, worker)
+
+
+def _unblind(link: Link, record: JobRecord, blind: list[bytes] | None) -> None:
+    """Files changed since the sync the workdir is an exact copy of, whose
+    size and mtime are as they were (a same-size edit within the second,
+    `touch -d`): rsync's quick check would keep the workdir's old copies,
+    so those go from it first and rsync sends them whole. None: which they
+    are is not known (the manifest's entries are lost), so all go."""
+    if blind == []:
+        return
+    import shlex
+
+    try:
+        names = None if blind is None else " ".join(shlex.quote(name.decode()) for name in blind)
+    except UnicodeDecodeError:
+        names = None  # not UTF-8: no script can name it
+    if names is not None and len(names) > MAX_UNBLIND:
+        names = None  # more than one rm's arguments can hold
+    workdir = shlex.quote(record.workdir)
+    link.transport.run_script(f"cd -- {workdir} && find . -mindepth 1 -delete" if names is None
+                              else f"cd -- {workdir} && rm -f -- {names}")
+
+
+def _forsake(link: Link, record: JobRecord) -> None:
+    """The prepared workdir goes: no job will own it."""
+    try:
+        link.agent.request(Op.REMOVE, id=record.id, force=True)
+    except PError:
+        pass
 
 
 def _halt(link: Link, store: Store, record: JobRecord, signal: KeyboardInterrupt, *, starting: bool) -> None:
@@ -383,15 +456,16 @@ def _secret_value(name: str) -> str:
         raise PError(f"no value typed for secret {name}", exit_code=2) from None
 
 
-def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool, excludes: list[str]) -> None:
+def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool, excludes: list[str]) -> bool:
     """Syncing what looks like credentials takes a yes: asked on a terminal
-    (once for a set of such files in a directory), `--yes` off one."""
+    (once for a set of such files in a directory), `--yes` off one. Whether
+    there were such files."""
     found = sync.sensitive_files(cwd, excludes)
     if not found or assume_yes:
-        return
+        return bool(found)
     allowed = _allowed_sensitive()
     if set(found) <= set(allowed.get(cwd, [])):
-        return  # agreed to before, and nothing new since
+        return True  # agreed to before, and nothing new since
     shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         raise PError(f"{output.display_cwd(cwd)} holds files that look secret and no .gitignore excludes: "
@@ -402,6 +476,7 @@ def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool, excludes: list[s
         raise PError("nothing synced, nothing run; exclude those files in .gitignore or .pignore, or run with -n")
     allowed[cwd] = found
     atomic_write(_allowed_sensitive_file(), json.dumps(allowed))
+    return True
 
 
 def _allowed_sensitive_file() -> str:
