@@ -120,13 +120,29 @@ def connect_cold(transport: Transport, facts: WorkerFacts | None = None, *, quie
         return _connect_cold_locked(transport, facts)
 
 
-def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None) -> AgentClient:
+def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None, *, recall: bool = True) -> AgentClient:
+    """``recall``: start from the facts an earlier probe remembered, if any
+    (no probe: one round trip fewer); they are checked as the agent starts,
+    and a link they mislead is made again from a probe."""
     from . import provision
 
     transport.ensure_master()
-    if facts is None:
-        facts = provision.probe(transport)
-    provision.ensure_agent(transport, facts)
+    remembered = None
+    if facts is None and recall:
+        remembered = provision.remembered_facts(transport)
+        try:
+            if remembered is not None:
+                provision.ensure_agent(transport, remembered, remembered=True)
+                facts = remembered
+        except provision.StaleFacts:
+            provision.forget_facts(transport)
+            remembered = None
+    if remembered is None:
+        if facts is None:
+            facts = provision.probe(transport)
+        artifact = provision.ensure_agent(transport, facts)
+        provision.remember_facts(transport, facts, artifact)
+    assert facts is not None
     path = local_socket(transport)
     remote = Layout(os.path.join(facts.home, ".p")).agent_socket(VERSION)
     if os.path.lexists(path):
@@ -138,6 +154,10 @@ def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None) -> Age
                 return AgentClient(path, transport.worker.name)
             except AgentGone:
                 time.sleep(0.1)
+        if remembered is not None:
+            # Perhaps no agent of ours where the remembered home said: ask.
+            provision.forget_facts(transport)
+            return _connect_cold_locked(transport, None, recall=False)
         if attempt == 0:
             # Its pid file said "running" but nothing answered: start afresh.
             provision.ensure_agent(transport, provision.probe(transport), restart=True)

@@ -4,6 +4,8 @@ this exact build (same version and sha256), then one start."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from shlex import quote
 from p_protocol import ENGINES, VERSION
 from p_protocol.layout import Layout
 
-from . import artifacts
+from . import artifacts, paths
 from .artifacts import Artifact
 from .errors import PError
 from .output import say
@@ -95,6 +97,14 @@ cd "{bin}" || exit 1
 upload={upload}
 name={name}
 lib={lib}
+# Started from facts the client remembered (no probe): the build it names
+# must be the one installed (as the last probe's start wrote down), else
+# the client probes after all.
+if [ -n {remembered} ]; then
+    [ "$(cat "$name.sha256" 2>/dev/null)" = {sha} ] || {{ echo "{stale}" >&2; exit 1; }}
+elif [ -z "$upload" ]; then
+    (umask 077; echo {sha} > "$name.sha256")  # the probe found this build installed
+fi
 if [ -n "$upload" ]; then
     sum=$( (sha256sum "$upload" || shasum -a 256 "$upload") 2>/dev/null | cut -d' ' -f1)
     if [ -n "$sum" ] && [ "$sum" != {sha} ]; then
@@ -213,8 +223,11 @@ def check_tools(transport: Transport, facts: WorkerFacts) -> None:
                      f"install {' and '.join(missing)} there (e.g. `apt install {' '.join(missing)}`)")
 
 
-def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = False) -> Artifact:
-    """Install (if needed) and start this build of the agent on the worker."""
+def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = False,
+                 remembered: bool = False) -> Artifact:
+    """Install (if needed) and start this build of the agent on the worker.
+    ``remembered``: the facts are an earlier probe's (``remembered_facts``);
+    StaleFacts if the worker no longer has that build installed."""
     check_tools(transport, facts)
     artifact = artifacts.choose(transport.worker.name, facts.machine, facts.system, facts.has_python3)
     up_to_date = facts.installed.get(artifact.remote_name) == artifact.sha256
@@ -230,9 +243,65 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
                               sha=quote(artifact.sha256), launcher=launcher, **paths)
     script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib,
                              sha=quote(artifact.sha256), restart=quote("1" if restart else ""),
-                             launch=launch, **paths)
-    transport.run_script(script, timeout=120.0)
+                             remembered=quote("1" if remembered else ""), stale=STALE, launch=launch, **paths)
+    try:
+        transport.run_script(script, timeout=120.0)
+    except PError as exc:
+        if remembered:
+            raise StaleFacts(exc.message) from None
+        raise
     return artifact
+
+
+# What the start script says when remembered facts no longer hold.
+STALE = "p: remembered facts are stale"
+
+
+class StaleFacts(PError):
+    """The worker is not as an earlier probe found it (or did not answer):
+    probe it again."""
+
+
+def remembered_facts(transport: Transport) -> WorkerFacts | None:
+    """What the last probe of this worker found, for a cold start that then
+    needs no probe of its own (one round trip fewer). A cache: anything
+    wrong with it costs only that probe."""
+    try:
+        with open(_facts_file(transport)) as src:
+            data = json.load(src)
+        installed = data["installed"]
+        strings = (data["system"], data["machine"], data["home"])
+        flags = (data["has_tmux"], data["has_rsync"], data["has_python3"])
+        if not (all(isinstance(value, str) for value in strings) and all(isinstance(f, bool) for f in flags)
+                and isinstance(installed, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in installed.items())
+                and data["home"].startswith("/") and data["has_tmux"] and data["has_rsync"]):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return WorkerFacts(system=data["system"], machine=data["machine"], home=data["home"], has_tmux=True,
+                       has_rsync=True, has_python3=data["has_python3"], installed=dict(installed), running=False)
+
+
+def remember_facts(transport: Transport, facts: WorkerFacts, artifact: Artifact) -> None:
+    """After a start from a probe: what it found, with the build now installed."""
+    from .fsutil import atomic_write
+
+    atomic_write(_facts_file(transport), json.dumps({
+        "system": facts.system, "machine": facts.machine, "home": facts.home, "has_tmux": facts.has_tmux,
+        "has_rsync": facts.has_rsync, "has_python3": facts.has_python3,
+        "installed": {**facts.installed, artifact.remote_name: artifact.sha256}}), durable=False)
+
+
+def forget_facts(transport: Transport) -> None:
+    try:
+        os.unlink(_facts_file(transport))
+    except FileNotFoundError:
+        pass
+
+
+def _facts_file(transport: Transport) -> str:
+    return os.path.join(paths.cache_dir(), "workers", f"facts-{transport.key}.json")
 
 
 def _upload(transport: Transport, artifact: Artifact) -> str:
