@@ -1,5 +1,5 @@
 """PyInstaller entry point of the frozen p-agent (see build/freeze.sh)."""
 
-from p_agent.__main__ import main
+from p_agent.__main__ import run
 
-raise SystemExit(main())
+run()

@@ -19,7 +19,7 @@ from p_protocol.sources import agent_roots, digest_sources
 from .errors import PError
 
 AGENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agents")
-ZIPAPP_MAIN = b"from p_agent.__main__ import main\nraise SystemExit(main())\n"
+ZIPAPP_MAIN = b"from p_agent.__main__ import run\nrun()\n"
 
 
 @dataclass(frozen=True)

@@ -66,5 +66,25 @@ def provenance() -> dict[str, str]:
     return info
 
 
+def run() -> None:
+    """main(), then leave without the interpreter's finalization: a daemon
+    thread (the memory sampler, a request's) that wakes during it would
+    call pthread_exit, which a static agent cannot (glibc looks for
+    libgcc_s.so.1 to unwind, and the binary has none) and aborts. All that
+    matters is on disk by then: only the standard streams are flushed."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's --help and usage errors
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+        if not isinstance(exc.code, int) and exc.code is not None:
+            print(exc.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
