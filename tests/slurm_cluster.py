@@ -20,6 +20,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from sshd_worker import free_ports
+
 # Where Debian puts the daemons; the client tools are on PATH.
 SBIN = "/usr/sbin"
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -36,19 +38,6 @@ def missing_tools() -> list[str]:
     slurmd slurm-client munge`)."""
     missing = [name for name in DAEMONS if not os.access(os.path.join(SBIN, name), os.X_OK)]
     return missing + [name for name in CLIENT_TOOLS if shutil.which(name) is None]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 SLURM_CONF = """\

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import P_BIN, PClient
 from helpers import eventually, one_line_error, workdir
-from sshd_worker import free_port
+from sshd_worker import free_ports
 from test_interactive import Screen
 
 
@@ -93,7 +93,7 @@ def _get(url: str) -> str | None:
 
 def test_a_forwarded_port_reaches_a_server_started_by_a_job(p1: PClient) -> None:
     (p1.workdir / "hello.txt").write_text("hello through the forward\n")
-    remote, local, background, taken = (free_port() for _ in range(4))
+    remote, local, background, taken = free_ports(4)
     job = p1("-d", "--", f"exec python3 -m http.server {remote} --bind 127.0.0.1", check=True).stdout.strip()
 
     # Until Ctrl+C: the URL on stdout, then the server's files through it.
@@ -131,7 +131,7 @@ def test_a_forwarded_port_reaches_a_server_started_by_a_job(p1: PClient) -> None
 
 def test_run_form_p_forwards_from_the_start_until_the_job_ends(p1: PClient) -> None:
     (p1.workdir / "index.html").write_text("<p>notebook</p>\n")
-    remote, local = free_port(), free_port()
+    remote, local = free_ports(2)
     started = p1("-d", "-p", f"{remote}:{local}", "--", f"exec python3 -m http.server {remote} --bind 127.0.0.1")
     assert started.returncode == 0, started.stderr
     job = started.stdout.strip()  # stdout keeps only the id, for scripts
@@ -316,7 +316,7 @@ def test_a_job_waiting_for_a_slot_gets_its_forward_and_serves_once_it_starts(p1:
     try:
         (p1.workdir / "index.html").write_text("<p>after the wait</p>\n")
         first = p1("-d", "-n", "--", "sleep 60", check=True).stdout.strip()
-        remote, local = free_port(), free_port()
+        remote, local = free_ports(2)
         queued = p1("-d", "-p", f"{remote}:{local}", "--",
                     f"exec python3 -m http.server {remote} --bind 127.0.0.1")
         assert queued.returncode == 0, queued.stderr
