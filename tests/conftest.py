@@ -132,7 +132,14 @@ def p(tmp_path: Path, sshd: SshdWorkers) -> Iterator[PClient]:
 
 
 @pytest.fixture
-def p1(p: PClient) -> PClient:
-    """A client with worker w1 registered (the default)."""
+def p1(p: PClient) -> Iterator[PClient]:
+    """A client with worker w1 registered (the default). The workers are
+    shared by the whole session: a test that failed half-way must not leave
+    a job running there to hold the next tests' slots."""
     p.register("w1", check=True)
-    return p
+    yield p
+    result = p("ls", "--json")
+    if result.returncode == 0:
+        for job in json.loads(result.stdout):
+            if job["status"] in ("queued", "pending-approval", "running", "unknown"):
+                p("stop", "--grace", "1", str(job["id"]))
