@@ -76,7 +76,7 @@ find . -maxdepth 1 -name '.upload-*' -mmin +10 -exec rm -f {{}} + 2>/dev/null
 for name in {names}; do
     [ -f "$name" ] || continue
     sum=$( (sha256sum "$name" || shasum -a 256 "$name") 2>/dev/null | cut -d' ' -f1)
-    [ -n "$sum" ] || sum=$(cat "$name.sha256" 2>/dev/null)
+    [ -n "$sum" ] || sum=$(head -n 1 "$name.sha256" 2>/dev/null)
     echo "sha:$name=$sum"
 done
 if holder "{pidfile}" >/dev/null && [ -S "{socket}" ]; then
@@ -97,20 +97,23 @@ cd "{bin}" || exit 1
 upload={upload}
 name={name}
 lib={lib}
+# The seal: the build's sha256, then the file's inode, size and mtime, so
+# that a binary changed in place since is noticed without hashing it.
+seal() {{ echo {sha}; stat -c '%i %s %y' "$name" 2>/dev/null; }}
 # Started from facts the client remembered (no probe): the build it names
-# must be the one installed (as the last probe's start wrote down), else
-# the client probes after all.
+# must be the one installed, untouched since it was sealed, else the
+# client probes after all.
 if [ -n {remembered} ]; then
-    [ "$(cat "$name.sha256" 2>/dev/null)" = {sha} ] || {{ echo "{stale}" >&2; exit 1; }}
+    [ "$(cat "$name.sha256" 2>/dev/null)" = "$(seal)" ] || {{ echo "{stale}" >&2; exit 1; }}
 elif [ -z "$upload" ]; then
-    (umask 077; echo {sha} > "$name.sha256")  # the probe found this build installed
+    (umask 077; seal > "$name.sha256")  # the probe found this build installed
 fi
 if [ -n "$upload" ]; then
     sum=$( (sha256sum "$upload" || shasum -a 256 "$upload") 2>/dev/null | cut -d' ' -f1)
     if [ -n "$sum" ] && [ "$sum" != {sha} ]; then
         rm -f "$upload"; echo "the upload arrived damaged (sha256 $sum); retry" >&2; exit 1
     fi
-    chmod 700 "$upload" && mv -f "$upload" "$name" && (umask 077; echo {sha} > "$name.sha256") || exit 1
+    chmod 700 "$upload" && mv -f "$upload" "$name" && (umask 077; seal > "$name.sha256") || exit 1
 fi
 for pidfile in "{run}"/agent-*.pid; do
     [ -f "$pidfile" ] || continue

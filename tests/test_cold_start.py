@@ -55,7 +55,8 @@ def test_a_cold_start_from_remembered_facts_runs_one_script_instead_of_two(p1: P
     assert scripts_run(p1, counted, "-n", "--", "echo ok") == 2  # probe, then start
 
 
-@pytest.mark.parametrize("change", ["another build installed", "agent deleted", "home moved", "damaged file"])
+@pytest.mark.parametrize("change", ["another build installed", "agent changed in place", "agent deleted",
+                                    "home moved", "damaged file"])
 def test_remembered_facts_that_no_longer_hold_cost_only_the_probe(p1: PClient, counted: Path, change: str) -> None:
     assert p1("-n", "--", "true").returncode == 0
     cold(p1)
@@ -63,6 +64,11 @@ def test_remembered_facts_that_no_longer_hold_cost_only_the_probe(p1: PClient, c
     if change == "another build installed":
         for sums in bin_dir.glob("*.sha256"):
             sums.write_text("0" * 64 + "\n")
+    elif change == "agent changed in place":  # same inode and size, one byte differs
+        (agent,) = [path for path in bin_dir.glob("p-agent-*") if path.suffix != ".sha256"]
+        data = bytearray(agent.read_bytes())
+        data[len(data) // 2] ^= 1
+        agent.write_bytes(data)
     elif change == "agent deleted":
         for agent in bin_dir.iterdir():
             agent.unlink()

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import P_BIN, PClient
 from helpers import eventually, job_dir, one_line_error, workdir
 
@@ -195,14 +196,16 @@ def test_ls_marks_unwatched_jobs_unknown_then_reconciles(p1: PClient) -> None:
     assert "done [0]" in second
 
 
-def test_agent_replaced_when_its_build_differs(p1: PClient) -> None:
+@pytest.mark.parametrize("agent_runs", [False, True])
+def test_agent_replaced_when_its_build_differs(p1: PClient, agent_runs: bool) -> None:
     home = p1.worker_home("w1")
     (agent,) = [path for path in (home / ".p/bin").glob("p-agent-*") if not path.name.endswith(".sha256")]
     agent.write_bytes(b"#!/bin/sh\necho broken\n")  # damaged or another build
     p1.close_masters()
-    pid = int((home / ".p/run" / f"{agent.name.split('.pyz')[0].replace('p-agent-', 'agent-')}.pid")
-              .read_text())
-    os.kill(pid, 15)
+    if not agent_runs:  # else the old build still serves from memory (or its unpacked copy)
+        pid = int((home / ".p/run" / f"{agent.name.split('.pyz')[0].replace('p-agent-', 'agent-')}.pid")
+                  .read_text())
+        os.kill(pid, 15)
     result = p1("-n", "--", "echo", "works")
     assert result.stdout == "works\n", result.stderr
     assert agent.read_bytes() != b"#!/bin/sh\necho broken\n"
