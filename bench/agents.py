@@ -36,7 +36,10 @@ AGENTS = REPO / "p" / "agents"
 CACHE = Path(os.environ.get("P_BUILD_CACHE", "/var/cache/p-build"))
 HOST = platform.machine()
 sys.path.insert(0, str(REPO / "qemu-tests"))
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+from sshd_worker import client_env  # noqa: E402
+
 from p_protocol.platforms import ARCHES  # noqa: E402
 
 
@@ -96,18 +99,15 @@ def agent_restart(runs: int) -> tuple[float, float]:
     """Median seconds of `p -n -- true` right after the worker's agent was
     stopped (the agent starts again, unpacked) and with it running, against
     the tests' loopback sshd worker (this host's arch)."""
-    sys.path.insert(0, str(REPO / "tests"))
     from sshd_worker import SshdWorkers
 
     root = Path(tempfile.mkdtemp(prefix="pb-sshd-", dir="/var/tmp"))
     root.chmod(0o755)
     home = Path(tempfile.mkdtemp(prefix="pb-home-"))
     sshd = SshdWorkers(str(root)).start(["w1"])
+    env, runtime = client_env(home, "pb")
+    env["PYTHONPATH"] = str(REPO)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SSH_"))}
-        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "c"), XDG_DATA_HOME=str(home / "d"),
-                   XDG_CACHE_HOME=str(home / "k"), XDG_RUNTIME_DIR=str(home / "r"), PYTHONPATH=str(REPO))
-        (home / "r").mkdir(mode=0o700)
         p = [sys.executable, "-m", "p"]
         subprocess.run([*p, "worker", "register", "w1", "--ssh-config", sshd.ssh_config], env=env, check=True,
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
@@ -125,8 +125,8 @@ def agent_restart(runs: int) -> tuple[float, float]:
     finally:
         subprocess.run(["pkill", "-u", sshd.workers["w1"].user], capture_output=True)
         sshd.stop()
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(home, ignore_errors=True)
+        for path in (root, home, runtime):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def second_run_upload(arch: str) -> int:
@@ -136,13 +136,9 @@ def second_run_upload(arch: str) -> int:
 
     version = json.loads((AGENTS / "manifest.json").read_text())["version"]
     home = Path(tempfile.mkdtemp(prefix="pb-"))
+    env, runtime = client_env(home, "pb")
+    env["PYTHONPATH"] = str(REPO)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SSH_"))}
-        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "c"), XDG_DATA_HOME=str(home / "d"),
-                   XDG_CACHE_HOME=str(home / "k"), XDG_RUNTIME_DIR=str(home / "r"),
-                   PYTHONPATH=str(REPO))
-        (home / "r").mkdir(mode=0o700)
-
         def p(*args: str) -> None:
             subprocess.run([sys.executable, "-m", "p", *args], env=env, cwd=home, check=True,
                            capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
@@ -158,6 +154,7 @@ def second_run_upload(arch: str) -> int:
             return 0 if same else after.st_size
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def main() -> int:

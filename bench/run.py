@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from sshd_worker import SshdWorkers  # noqa: E402
+from sshd_worker import SshdWorkers, client_env, close_masters  # noqa: E402
 
 P = shutil.which("p") or "p"
 QUICK = "--quick" in sys.argv
@@ -62,12 +62,7 @@ class Bench:
         self.root = Path(f"/var/tmp/p-bench-{secrets.token_hex(4)}")
         self.sshd = SshdWorkers(str(self.root)).start(["w1"])
         self.home = Path(tempfile.mkdtemp(prefix="p-bench-home-"))
-        runtime = Path(f"/tmp/pb-{secrets.token_hex(4)}")
-        runtime.mkdir(mode=0o700)
-        self.env = {**os.environ, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / "config"),
-                    "XDG_DATA_HOME": str(self.home / "data"), "XDG_CACHE_HOME": str(self.home / "cache"),
-                    "XDG_RUNTIME_DIR": str(runtime)}
-        self.runtime = runtime
+        self.env, self.runtime = client_env(self.home, "pb")
         self.ssh = ["ssh", "-F", self.sshd.ssh_config]
         self.p(["worker", "register", "w1", "--ssh-config", self.sshd.ssh_config])
         self.results: list[tuple[str, float, float, str]] = []
@@ -90,8 +85,7 @@ class Bench:
         shutil.rmtree(self.runtime, ignore_errors=True)
 
     def close_masters(self) -> None:
-        for master in self.runtime.glob("p/cm-*"):
-            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
+        close_masters(self.runtime)
 
     # -- the goals ---------------------------------------------------------
 
@@ -254,11 +248,11 @@ class Bench:
                     f"rsync -a no-op {rsync_time:.2f} s")
 
     def ls_scale(self) -> None:
-        jobs = self.home / "data" / "p" / "jobs"
+        jobs = self.home / ".local/share" / "p" / "jobs"
 
         def fill(count: int) -> float:
             shutil.rmtree(jobs, ignore_errors=True)
-            (self.home / "data" / "p" / "jobs.index.json").unlink(missing_ok=True)
+            (self.home / ".local/share" / "p" / "jobs.index.json").unlink(missing_ok=True)
             jobs.mkdir(parents=True)
             for i in range(count):
                 job_id = uuid.uuid4().hex
@@ -278,12 +272,12 @@ class Bench:
         self.report("completion of job ids, 10,000 records (ms)", tab * 1000, 100,
                     "`p attach <Tab>` in bash, absolute")
         shutil.rmtree(jobs)
-        (self.home / "data" / "p" / "jobs.index.json").unlink(missing_ok=True)
+        (self.home / ".local/share" / "p" / "jobs.index.json").unlink(missing_ok=True)
 
     def check_scale(self) -> None:
         import yaml
 
-        config_path = self.home / "config" / "p" / "config.yaml"
+        config_path = self.home / ".config" / "p" / "config.yaml"
         original = config_path.read_text()
         config = yaml.safe_load(original)
         worker = config["workers"][0]
@@ -303,7 +297,7 @@ class Bench:
         what is measured is p asking 20 agents at once and choosing."""
         import yaml
 
-        config_path = self.home / "config" / "p" / "config.yaml"
+        config_path = self.home / ".config" / "p" / "config.yaml"
         original = config_path.read_text()
         config = yaml.safe_load(original)
         worker = config["workers"][0]

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from slurm_cluster import SlurmCluster  # noqa: E402
-from sshd_worker import SshdWorkers  # noqa: E402
+from sshd_worker import SshdWorkers, client_env, close_masters  # noqa: E402
 
 P = shutil.which("p") or "p"
 QUICK = "--quick" in sys.argv
@@ -43,11 +43,7 @@ class SlurmBench:
         self.project = self.home / "project"
         self.project.mkdir()
         (self.project / "main.c").write_text("int main(void) { return 0; }\n")
-        self.runtime = Path(f"/tmp/pb-{secrets.token_hex(4)}")
-        self.runtime.mkdir(mode=0o700)
-        self.env = {**os.environ, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / "config"),
-                    "XDG_DATA_HOME": str(self.home / "data"), "XDG_CACHE_HOME": str(self.home / "cache"),
-                    "XDG_RUNTIME_DIR": str(self.runtime)}
+        self.env, self.runtime = client_env(self.home, "pb")
         self.p(["worker", "register", "login", "--ssh-config", self.sshd.ssh_config, "--slurm", "-n", "cluster"])
 
     def p(self, args: list[str]) -> str:
@@ -69,8 +65,7 @@ class SlurmBench:
 
     def close(self) -> None:
         self.cancel_all()
-        for master in self.runtime.glob("p/cm-*"):
-            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True)
+        close_masters(self.runtime)
         self.cluster.stop()
         self.sshd.stop()
         for path in (self.root, self.home, self.runtime):

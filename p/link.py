@@ -120,6 +120,22 @@ def connect_cold(transport: Transport, facts: WorkerFacts | None = None, *, quie
         return _connect_cold_locked(transport, facts)
 
 
+def _start_remembered(transport: Transport) -> WorkerFacts | None:
+    """Start the agent from what the last probe found; None when nothing is
+    remembered or it no longer holds (then it is forgotten)."""
+    from . import provision
+
+    facts = provision.remembered_facts(transport)
+    if facts is None:
+        return None
+    try:
+        provision.ensure_agent(transport, facts, remembered=True)
+    except provision.StaleFacts:
+        provision.forget_facts(transport)
+        return None
+    return facts
+
+
 def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None, *, recall: bool = True) -> AgentClient:
     """``recall``: start from the facts an earlier probe remembered, if any
     (no probe: one round trip fewer); they are checked as the agent starts,
@@ -127,22 +143,14 @@ def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None, *, rec
     from . import provision
 
     transport.ensure_master()
-    remembered = None
-    if facts is None and recall:
-        remembered = provision.remembered_facts(transport)
-        try:
-            if remembered is not None:
-                provision.ensure_agent(transport, remembered, remembered=True)
-                facts = remembered
-        except provision.StaleFacts:
-            provision.forget_facts(transport)
-            remembered = None
-    if remembered is None:
+    remembered = _start_remembered(transport) if facts is None and recall else None
+    if remembered is not None:
+        facts = remembered
+    else:
         if facts is None:
             facts = provision.probe(transport)
         artifact = provision.ensure_agent(transport, facts)
         provision.remember_facts(transport, facts, artifact)
-    assert facts is not None
     path = local_socket(transport)
     remote = Layout(os.path.join(facts.home, ".p")).agent_socket(VERSION)
     if os.path.lexists(path):

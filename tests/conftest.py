@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+from helpers import Screen  # noqa: E402
 from slurm_cluster import SlurmCluster  # noqa: E402
-from sshd_worker import SshdWorkers  # noqa: E402
+from sshd_worker import SshdWorkers, client_env, close_masters  # noqa: E402
 
 P_BIN = shutil.which("p") or "p"
 
@@ -81,17 +82,7 @@ class PClient:
     def __init__(self, home: Path, sshd: SshdWorkers) -> None:
         self.home = home
         self.sshd = sshd
-        runtime = Path(f"/tmp/pr-{secrets.token_hex(4)}")
-        runtime.mkdir(mode=0o700)
-        self.runtime = runtime
-        self.env = {
-            **os.environ,
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local/share"),
-            "XDG_CACHE_HOME": str(home / ".cache"),
-            "XDG_RUNTIME_DIR": str(runtime),
-        }
+        self.env, self.runtime = client_env(home, "pr")
         self.workdir = home / "project"
         self.workdir.mkdir()
 
@@ -115,9 +106,7 @@ class PClient:
 
     def close_masters(self) -> None:
         """End the SSH masters, as when the client was offline for a while."""
-        for master in self.runtime.glob("p/cm-*"):
-            subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"],
-                           capture_output=True, timeout=10)
+        close_masters(self.runtime)
 
     def close(self) -> None:
         self.close_masters()
@@ -129,6 +118,14 @@ def p(tmp_path: Path, sshd: SshdWorkers) -> Iterator[PClient]:
     client = PClient(tmp_path, sshd)
     yield client
     client.close()
+
+
+@pytest.fixture
+def screen(p1: PClient) -> Iterator[Screen]:
+    """A client-side tmux to run `p` in, as a person at a terminal would."""
+    s = Screen(p1)
+    yield s
+    s.close()
 
 
 @pytest.fixture

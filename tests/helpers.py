@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -58,3 +60,46 @@ def worker_processes(p: PClient, worker: str, pattern: str) -> list[str]:
     out = subprocess.run(["ps", "-u", p.sshd.workers[worker].user, "-o", "args="], capture_output=True,
                          text=True).stdout
     return [line for line in out.splitlines() if pattern in line]
+
+
+class Screen:
+    """A client-side tmux server with one window per command."""
+
+    def __init__(self, p: PClient) -> None:
+        self.p = p
+        self.socket = str(p.runtime / "client-tmux.sock")
+        self.windows = 0
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    def start(self, *p_args: str, term: str = "xterm-256color") -> str:
+        """Run `p p_args` in a new window; it prints p's exit status after."""
+        from conftest import P_BIN  # conftest imports this module
+        script = self.p.home / f"window{self.windows}.sh"
+        exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.p.env.items()
+                          if key in ("HOME", "PATH", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+                                     "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"))
+        script.write_text(f"{exports}export TERM={term}\ncd {shlex.quote(str(self.p.workdir))}\n"
+                          f"{shlex.join([P_BIN, *p_args])}\necho \"p-exit=$?\"\nsleep 600\n")
+        name = f"w{self.windows}"
+        self.windows += 1
+        if self.windows == 1:
+            self.tmux("new-session", "-d", "-s", "client", "-n", name, "-x", "160", "-y", "40", "sh", str(script))
+        else:
+            self.tmux("new-window", "-t", "client", "-n", name, "sh", str(script))
+        return f"client:{name}"
+
+    def text(self, target: str) -> str:
+        return self.tmux("capture-pane", "-p", "-t", target)
+
+    def wait_for(self, target: str, pattern: str, timeout: float = 30) -> str:
+        return str(eventually(lambda: re.search(pattern, self.text(target), re.MULTILINE)
+                              and self.text(target), timeout=timeout))
+
+    def keys(self, target: str, *keys: str) -> None:
+        self.tmux("send-keys", "-t", target, *keys)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)

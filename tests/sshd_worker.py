@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SSHD = shutil.which("sshd", path="/usr/sbin:/usr/local/sbin:" + os.environ.get("PATH", "")) or "/usr/sbin/sshd"
 # The names `start` gives the users it makes. Whatever else a list of users
@@ -103,6 +104,25 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def client_env(home: Path, prefix: str) -> tuple[dict[str, str], Path]:
+    """The environment of a `p` client living in ``home`` (HOME and the XDG
+    dirs there, nothing of the caller's ssh-agent), and its runtime dir, made private and kept short under
+    /tmp: the masters' sockets live there, and a socket's path must fit in
+    108 bytes."""
+    runtime = Path(f"/tmp/{prefix}-{secrets.token_hex(4)}")
+    runtime.mkdir(mode=0o700)
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith(("XDG_", "SSH_"))}
+    return {**inherited, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_RUNTIME_DIR": str(runtime)}, runtime
+
+
+def close_masters(runtime: Path) -> None:
+    """End a client's SSH masters, as when it was offline for a while."""
+    for master in runtime.glob("p/cm-*"):
+        subprocess.run(["ssh", "-o", f"ControlPath={master}", "-O", "exit", "x"], capture_output=True, timeout=10)
 
 
 def keygen(path: str) -> str:

@@ -10,14 +10,11 @@ import shlex
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import P_BIN, PClient
-from helpers import eventually, one_line_error, workdir
+from helpers import Screen, eventually, one_line_error, workdir
 from sshd_worker import free_ports
-from test_interactive import Screen
 
 
 def _synced_files(p: PClient, *args: str) -> tuple[str, list[str]]:
@@ -196,13 +193,6 @@ def test_install_completion_writes_typers_script_for_the_shell(p1: PClient) -> N
     installed = p1.home / ".bash_completions" / "p.sh"
     assert "_p_completion" in installed.read_text()
     assert str(installed) in (p1.home / ".bashrc").read_text()
-
-
-@pytest.fixture
-def screen(p1: PClient) -> Iterator[Screen]:
-    s = Screen(p1)
-    yield s
-    s.close()
 
 
 def test_in_ctrl_c_detach_mode_ctrl_c_detaches_and_the_job_runs_on(screen: Screen) -> None:

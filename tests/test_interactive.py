@@ -8,61 +8,10 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import P_BIN, PClient
-from helpers import eventually, worker_sessions
-
-
-class Screen:
-    """A client-side tmux server with one window per command."""
-
-    def __init__(self, p: PClient) -> None:
-        self.p = p
-        self.socket = str(p.runtime / "client-tmux.sock")
-        self.windows = 0
-
-    def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args],
-                              capture_output=True, text=True, check=True).stdout
-
-    def start(self, *p_args: str, term: str = "xterm-256color") -> str:
-        """Run `p p_args` in a new window; it prints p's exit status after."""
-        script = self.p.home / f"window{self.windows}.sh"
-        exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.p.env.items()
-                          if key in ("HOME", "PATH", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
-                                     "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"))
-        script.write_text(f"{exports}export TERM={term}\ncd {shlex.quote(str(self.p.workdir))}\n"
-                          f"{shlex.join([P_BIN, *p_args])}\necho \"p-exit=$?\"\nsleep 600\n")
-        name = f"w{self.windows}"
-        self.windows += 1
-        if self.windows == 1:
-            self.tmux("new-session", "-d", "-s", "client", "-n", name, "-x", "160", "-y", "40", "sh", str(script))
-        else:
-            self.tmux("new-window", "-t", "client", "-n", name, "sh", str(script))
-        return f"client:{name}"
-
-    def text(self, target: str) -> str:
-        return self.tmux("capture-pane", "-p", "-t", target)
-
-    def wait_for(self, target: str, pattern: str, timeout: float = 30) -> str:
-        return str(eventually(lambda: re.search(pattern, self.text(target), re.MULTILINE)
-                              and self.text(target), timeout=timeout))
-
-    def keys(self, target: str, *keys: str) -> None:
-        self.tmux("send-keys", "-t", target, *keys)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
-
-
-@pytest.fixture
-def screen(p1: PClient) -> Iterator[Screen]:
-    s = Screen(p1)
-    yield s
-    s.close()
+from helpers import Screen, eventually, worker_sessions
 
 
 def test_attached_job_shows_status_bar_done_screen_and_exit_status(screen: Screen) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import P_BIN, PClient
-from helpers import eventually
+from helpers import Screen, eventually
 from sshd_worker import SshdWorkers
-from test_interactive import Screen
 
 # Lines a job prints, one every half second, numbered so a lost or repeated
 # line shows.

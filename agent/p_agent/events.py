@@ -77,19 +77,20 @@ def append(layout: Layout, event: str, job_id: str | None = None, **fields: Any)
 
 def _rotate(layout: Layout, fd: int) -> None:
     """Set the full log aside, unless another writer just did."""
-    try:
-        if os.stat(layout.events_log).st_ino == os.fstat(fd).st_ino:
+    if _is_current(layout, fd):
+        try:
             os.replace(layout.events_log, layout.events_log + ".1")
-    except FileNotFoundError:
-        pass
+        except FileNotFoundError:
+            pass
 
 
-def _rotated(layout: Layout, log: BinaryIO) -> bool:
-    """Whether ``log`` is no longer the file the log's name gives."""
+def _is_current(layout: Layout, fd: int) -> bool:
+    """Whether ``fd`` is still the file the log's name gives (no file by
+    that name counts: the next writer makes it)."""
     try:
-        return os.stat(layout.events_log).st_ino != os.fstat(log.fileno()).st_ino
+        return os.stat(layout.events_log).st_ino == os.fstat(fd).st_ino
     except FileNotFoundError:
-        return False  # the next writer makes it
+        return True
 
 
 def stream(layout: Layout, offset: int, follow: bool, out: BinaryIO) -> None:
@@ -136,7 +137,7 @@ def stream(layout: Layout, offset: int, follow: bool, out: BinaryIO) -> None:
                 continue
             if not follow:
                 return
-            if log is not None and _rotated(layout, log):
+            if log is not None and not _is_current(layout, log.fileno()):
                 if draining:
                     # Read to its end twice since it was set aside: the new
                     # file holds what follows.
