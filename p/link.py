@@ -120,16 +120,21 @@ def connect_cold(transport: Transport, facts: WorkerFacts | None = None, *, quie
         return _connect_cold_locked(transport, facts)
 
 
-def _start_remembered(transport: Transport) -> WorkerFacts | None:
-    """Start the agent from what the last probe found; None when nothing is
-    remembered or it no longer holds (then it is forgotten)."""
+def _agent_socket(facts: WorkerFacts) -> str:
+    return Layout(os.path.join(facts.home, ".p")).agent_socket(VERSION)
+
+
+def _start_remembered(transport: Transport, local: str) -> WorkerFacts | None:
+    """Start the agent from what the last probe found, forwarded to
+    ``local``; None when nothing is remembered or it no longer holds (then
+    it is forgotten)."""
     from . import provision
 
     facts = provision.remembered_facts(transport)
     if facts is None:
         return None
     try:
-        provision.ensure_agent(transport, facts, remembered=True)
+        provision.ensure_agent(transport, facts, remembered=True, forward=(local, _agent_socket(facts)))
     except provision.StaleFacts:
         provision.forget_facts(transport)
         return None
@@ -142,20 +147,18 @@ def _connect_cold_locked(transport: Transport, facts: WorkerFacts | None, *, rec
     and a link they mislead is made again from a probe."""
     from . import provision
 
-    transport.ensure_master()
-    remembered = _start_remembered(transport) if facts is None and recall else None
+    path = local_socket(transport)
+    # The first script starts the master if none is up (see run_script).
+    remembered = _start_remembered(transport, path) if facts is None and recall else None
     if remembered is not None:
         facts = remembered
+        remote = _agent_socket(facts)
     else:
         if facts is None:
             facts = provision.probe(transport)
-        artifact = provision.ensure_agent(transport, facts)
+        remote = _agent_socket(facts)
+        artifact = provision.ensure_agent(transport, facts, forward=(path, remote))
         provision.remember_facts(transport, facts, artifact)
-    path = local_socket(transport)
-    remote = Layout(os.path.join(facts.home, ".p")).agent_socket(VERSION)
-    if os.path.lexists(path):
-        os.unlink(path)  # left by a master that is gone: nothing answers there
-    transport.forward(path, remote)
     for attempt in range(2):
         for _ in range(20):
             try:

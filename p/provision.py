@@ -16,7 +16,7 @@ from p_protocol.layout import Layout
 
 from . import artifacts, paths
 from .artifacts import Artifact
-from .errors import PError
+from .errors import LINK_LOST, PError
 from .output import say
 from .ssh import Transport
 
@@ -227,14 +227,17 @@ def check_tools(transport: Transport, facts: WorkerFacts) -> None:
 
 
 def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = False,
-                 remembered: bool = False) -> Artifact:
+                 remembered: bool = False, forward: tuple[str, str] | None = None) -> Artifact:
     """Install (if needed) and start this build of the agent on the worker.
     ``remembered``: the facts are an earlier probe's (``remembered_facts``);
-    StaleFacts if the worker no longer has that build installed."""
+    StaleFacts if the worker no longer has that build installed.
+    ``forward``: (local, the agent's socket), set up once it runs."""
     check_tools(transport, facts)
     artifact = artifacts.choose(transport.worker.name, facts.machine, facts.system, facts.has_python3)
     up_to_date = facts.installed.get(artifact.remote_name) == artifact.sha256
     if up_to_date and facts.running and not restart:
+        if forward is not None:
+            transport.forward(*forward)
         return artifact
     upload = "" if up_to_date else _upload(transport, artifact)
     launcher = "python3" if artifact.kind == "zipapp" else ""
@@ -248,9 +251,10 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
                              sha=quote(artifact.sha256), restart=quote("1" if restart else ""),
                              remembered=quote("1" if remembered else ""), stale=STALE, launch=launch, **paths)
     try:
-        transport.run_script(script, timeout=120.0)
+        transport.run_script(script, timeout=120.0, forward=forward)
     except PError as exc:
-        if remembered:
+        # Not a link that could not be made: the probe would only wait on it again.
+        if remembered and exc.exit_code != LINK_LOST:
             raise StaleFacts(exc.message) from None
         raise
     return artifact

@@ -57,6 +57,7 @@ class Transport:
         self.user_options: list[str] = ["-F", os.path.expanduser(ssh_config)] if ssh_config else []
         for option in [*config.ssh_options, *worker.ssh_options]:
             self.user_options += ["-o", option]
+        self._master_up = False  # known to be, in this process
 
     @property
     def key(self) -> str:
@@ -124,8 +125,16 @@ class Transport:
         (a cut link) can be put aside for a new one (``retire_master``)
         while the sessions it carries (another terminal's `p logs -f`) go
         on, and come back with the link, instead of dying with it."""
-        if self.master_alive():
-            return
+        self._start_master(None, None, 0.0)
+
+    def _start_master(self, script: str | None, forward: tuple[str, str] | None,
+                      timeout: float) -> subprocess.CompletedProcess[str] | None:
+        """Start a master unless one is up; with ``script``, the master's
+        first session runs it (`sh -s`) and the master holds ``forward``
+        (see run_script). None when a master was up already."""
+        if self._master_up or self.master_alive():
+            self._master_up = True
+            return None
         import fcntl
 
         # One master per worker: concurrent `p`s wait for the first one's
@@ -133,27 +142,45 @@ class Transport:
         with private_open(os.path.join(self.runtime, f"master-{self.key}.lock")) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.master_alive():
-                return
+                self._master_up = True
+                return None
             self._remove_dead_sockets()
             socket_path = os.path.join(self.runtime, self._master_prefix + os.urandom(3).hex())
-            # -f backgrounds the master once it is authenticated; its stderr
-            # goes to a file because a pipe would be held open by the master
-            # forever. Once in the background it logs only to -E's file, at
-            # INFO: so a later error can say what the master saw (a channel
-            # the worker's sshd refused), whatever the user's LogLevel.
-            with private_open(self.master_log, "w+") as log:
-                result = subprocess.run(
-                    ["ssh", *self.options(socket_path), "-o", "ControlMaster=yes", "-o", "LogLevel=INFO",
-                     "-E", self.master_log, "-o", f"ControlPersist={CONTROL_PERSIST}", "-N", "-f", "--",
-                     self.target],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                )
-                if result.returncode != 0:
-                    log.seek(0)
-                    raise self.explain(log.read())
-            link = f"{self.control_path}.{os.getpid()}"
-            os.symlink(os.path.basename(socket_path), link)
-            os.replace(link, self.control_path)  # atomic: no ssh sees no master
+            # The master logs only to -E's file, at INFO: so a later error
+            # can say what it saw (a channel the worker's sshd refused),
+            # whatever the user's LogLevel. ControlPersist puts it in the
+            # background once authenticated, its standard streams on
+            # /dev/null: with -N -f at once, else after handing the first
+            # session to itself, which ends when the script does.
+            argv = ["ssh", *self.options(socket_path), "-o", "ControlMaster=yes", "-o", "LogLevel=INFO",
+                    "-E", self.master_log, "-o", f"ControlPersist={CONTROL_PERSIST}",
+                    # A forward's socket left by a master that is gone is replaced.
+                    "-o", "StreamLocalBindUnlink=yes"]
+            if forward is not None:
+                argv += ["-L", f"{forward[0]}:{forward[1]}"]
+            argv += ["-N", "-f", "--", self.target] if script is None else ["--", self.target, "sh -s"]
+            private_open(self.master_log, "w+").close()  # a cause is named only if this master saw it
+            # stderr to a file: an older ssh's master keeps it open for good.
+            with private_open(os.path.join(self.runtime, f"first-{self.key}.err"), "w+") as err:
+                try:
+                    result = subprocess.run(argv, input=script, stdin=None if script else subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE if script else subprocess.DEVNULL,
+                                            stderr=err, text=True, timeout=timeout or None)
+                except subprocess.TimeoutExpired:
+                    result = None
+                err.seek(0)
+                stderr = err.read()
+            if os.path.exists(socket_path):  # up, even if the script failed
+                link = f"{self.control_path}.{os.getpid()}"
+                os.symlink(os.path.basename(socket_path), link)
+                os.replace(link, self.control_path)  # atomic: no ssh sees no master
+                self._master_up = True
+            if result is None:
+                raise PError(f"worker {self.worker.name} did not answer within {timeout:.0f}s", exit_code=LINK_LOST)
+            if result.returncode == 255 or not self._master_up:
+                with open(self.master_log, errors="replace") as log:
+                    raise self.explain(log.read() + stderr)
+            return subprocess.CompletedProcess(argv, result.returncode, result.stdout, stderr)
 
     @property
     def _master_prefix(self) -> str:
@@ -166,6 +193,7 @@ class Transport:
         """Put the current master aside: new commands get a new one, while
         the sessions it carries go on (it exits when they end and it has
         idled for ControlPersist, or when its keepalives give up)."""
+        self._master_up = False
         try:
             os.unlink(self.control_path)
         except FileNotFoundError:
@@ -208,9 +236,13 @@ class Transport:
         would otherwise answer "ok" and keep its dead listener.
         """
         self.cancel_forward(local, remote)
+        if local.startswith("/") and os.path.lexists(local):
+            # Left by a master that is gone or was put aside (its sessions
+            # go on): this one binds it afresh. Only now that a master is
+            # up: one being made may fail while the old one comes back.
+            os.unlink(local)
         result = subprocess.run(
-            ["ssh", *self.options(), "-o", "StreamLocalBindUnlink=yes",
-             "-O", "forward", "-L", f"{local}:{remote}", "--", self.target],
+            ["ssh", *self.options(), "-O", "forward", "-L", f"{local}:{remote}", "--", self.target],
             stdin=subprocess.DEVNULL, capture_output=True, text=True,
         )
         if result.returncode != 0:
@@ -229,17 +261,25 @@ class Transport:
 
     # -- commands -------------------------------------------------------------
 
-    def run_script(self, script: str, *, timeout: float = 60.0) -> str:
+    def run_script(self, script: str, *, timeout: float = 60.0, forward: tuple[str, str] | None = None) -> str:
         """Run a POSIX sh script on the worker (sent on stdin, so the login
-        shell's syntax never matters); its stdout, or a PError."""
-        try:
-            result = subprocess.run(
-                self.ssh_argv("sh -s"), input=script, capture_output=True, text=True, timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            raise PError(f"worker {self.worker.name} did not answer within {timeout:.0f}s") from None
-        if result.returncode == 255:
-            raise self.explain(result.stderr)
+        shell's syntax never matters); its stdout, or a PError. With no
+        master up, the script is the first session of a new one: one ssh
+        process, not two. ``forward``: (local, remote) as in ``forward``,
+        set up once the script ran (by that new master: one process more
+        saved, and the two of ``forward``)."""
+        result = self._start_master(script, forward, timeout)
+        if result is None:
+            try:
+                result = subprocess.run(
+                    self.ssh_argv("sh -s"), input=script, capture_output=True, text=True, timeout=timeout,
+                )
+            except subprocess.TimeoutExpired:
+                raise PError(f"worker {self.worker.name} did not answer within {timeout:.0f}s") from None
+            if result.returncode == 255:
+                raise self.explain(result.stderr)
+            if forward is not None and result.returncode == 0:
+                self.forward(*forward)
         if result.returncode != 0:
             raise PError(f"worker {self.worker.name}: {_last_line(result.stderr) or 'command failed'}")
         return result.stdout

@@ -94,8 +94,7 @@ def register(connection: str, name: str | None, ssh_config: str | None, make_def
                         account=slurm.account, sbatch_args=slurm.sbatch_args)
     config.workers.append(worker)
     transport = Transport(config, worker)
-    transport.ensure_master()
-    facts = provision.probe(transport)
+    facts = provision.probe(transport)  # its master starts with it
     if slurm is not None and facts.missing_slurm:
         raise PError(f"{connection} lacks {', '.join(facts.missing_slurm)} on PATH, so it is no Slurm login "
                      "node for p; install Slurm's client there, or make its login shell find them")
