@@ -257,6 +257,8 @@ class Store:
                 for line in src:
                     record = JobRecord.parse(json.loads(line), self.index_path)
                     jobs[record.id] = record
+                if len(jobs) != header["count"]:
+                    return None  # lines lost (or one job twice): the records say
         except IsADirectoryError:
             raise self._index_is_a_directory() from None
         except (OSError, ValueError, Damaged):
@@ -301,18 +303,37 @@ class Store:
         return jobs
 
     def _write_index(self, jobs: dict[str, JobRecord]) -> None:
+        self._write_lines(_Index.build(jobs, self.index_path))
+
+    def _write_lines(self, index: _Index) -> None:
         """A header line (freshness, active jobs, damaged files), then one
         record a line, oldest first, so `recent` reads only the file's tail."""
-        ordered = sorted(jobs.values(), key=lambda record: record.started_at)
-        active = [record.id for record in ordered if record.status in ACTIVE]
-        header = {"format": INDEX_FORMAT, "dir_mtime_ns": self._dir_mtime(), "count": len(ordered),
-                  "active": active, "damaged": [list(entry) for entry in self.damaged]}
-        lines = [json.dumps(header, separators=(",", ":"))]
-        lines += [json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=False) for record in ordered]
+        header = {"format": INDEX_FORMAT, "dir_mtime_ns": self._dir_mtime(), "count": index.count,
+                  "active": index.active, "damaged": [list(entry) for entry in self.damaged]}
         if os.path.isdir(self.index_path):
             raise self._index_is_a_directory()
         # Not fsynced: the index is a cache that a reader rebuilds if it lags.
-        atomic_write(self.index_path, "\n".join(lines) + "\n", durable=False)
+        atomic_write(self.index_path, json.dumps(header, separators=(",", ":")).encode() + b"\n" + index.lines,
+                     durable=False)
+
+    def _read_lines(self) -> _Index | None:
+        """The index as its lines (see _Index), or None when it must be
+        rebuilt."""
+        try:
+            with open(self.index_path, "rb") as src:
+                header = self._read_header(src)
+                if header is None:
+                    return None
+                body = src.read()
+        except IsADirectoryError:
+            raise self._index_is_a_directory() from None
+        except OSError:
+            return None
+        if body.count(b"\n") != header["count"] or body and not body.endswith(b"\n"):
+            return None  # cut short, or lines added or lost behind our back
+        index = _Index(body, header["count"], list(header["active"]), self.index_path)
+        self.damaged = [(path, problem) for path, problem in header["damaged"]]
+        return index
 
     def _index(self) -> dict[str, JobRecord]:
         jobs = self._read_index()
@@ -373,20 +394,34 @@ class Store:
             record.checked()
         ended = []
         with self._locked():
-            jobs = self._current_index()
+            index = self._read_lines()
+            befores = {}
+            for record in records:
+                try:
+                    befores[record.id] = None if index is None else index.get(record.id)
+                except (ValueError, Damaged):
+                    index = None  # a line that holds no job: the records say
+            if index is None:
+                jobs = self._rebuild_index()
+                index = _Index.build(jobs, self.index_path)
+                befores = {record.id: jobs.get(record.id) for record in records}
             for record in records:
                 path = self.record_path(record.id)
-                was = jobs.get(record.id)
+                was = befores[record.id]
                 if was is None or not _only_checked(was, record):
                     atomic_write(path, json.dumps(record.to_dict(), indent=1, allow_nan=False))
-                jobs[record.id] = record
+                try:
+                    index.put(record)
+                except ValueError:  # a line in its way holds no job: the records say (this one's written)
+                    index = _Index.build(self._rebuild_index(), self.index_path)
+                befores[record.id] = record  # the same job twice in one save: the second follows the first
                 self.damaged = [entry for entry in self.damaged if entry[0] != path]
                 event = _transition(None if was is None else was.status, record.status)
                 if event is not None:
                     events.append(event, record.id, record.worker, record.status, record.exit_code, record.reason)
                     if record.finished and was is not None:
                         ended.append(record)
-            self._write_index(jobs)
+            self._write_lines(index)
         if ended:
             # Told once per job, as its end is logged once (p/notify.py).
             from . import notify
@@ -396,17 +431,24 @@ class Store:
     def delete(self, job_id: str, event: str = "removed") -> None:
         """The job's record; ``event`` names why in the event log."""
         with self._locked():
-            jobs = self._current_index()
             path = self.record_path(job_id)
+            index = self._read_lines()
+            try:
+                gone = None if index is None else index.get(job_id)
+            except (ValueError, Damaged):
+                index = None
+            if index is None:
+                jobs = self._rebuild_index()
+                index, gone = _Index.build(jobs, self.index_path), jobs.get(job_id)
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-            gone = jobs.pop(job_id, None)
             if gone is not None:
+                index.remove(job_id)
                 events.append(event, job_id, gone.worker, gone.status, gone.exit_code)
             self.damaged = [entry for entry in self.damaged if entry[0] != path]
-            self._write_index(jobs)
+            self._write_lines(index)
 
     def rebuild(self) -> dict[str, JobRecord]:
         """Every record file read afresh, the index rewritten from them."""
@@ -442,6 +484,18 @@ class Store:
         except OSError as exc:
             raise PError(f"cannot read the record of job {job_id[:SHORT_ID_LEN]} {path}: {exc.strerror}") from None
 
+    def _starting_with(self, wanted: str) -> list[JobRecord]:
+        """The jobs whose id starts with ``wanted``, oldest first; only
+        theirs are parsed when the index is sound."""
+        index = self._read_lines()
+        if index is not None:
+            try:
+                return [record for job_id in index.ids(wanted) for record in [index.get(job_id)]
+                        if record is not None]
+            except (ValueError, Damaged):
+                pass
+        return [record for record in self.all() if record.id.startswith(wanted)]
+
     def find(self, prefix: str) -> JobRecord:
         """The one job whose id starts with ``prefix`` (as `p ls` shows it)."""
         wanted = prefix.strip().lower()
@@ -449,7 +503,7 @@ class Store:
             wanted = wanted[2:]  # the tmux session name works too
         if not ID_PREFIX_RE.match(wanted):
             raise PError(f"{prefix!r} is not a job id; job ids are hex, as `p ls` shows them")
-        matches = [record for record in self.all() if record.id.startswith(wanted)]
+        matches = self._starting_with(wanted)
         if not matches:
             for path, problem in self.damaged:
                 if os.path.basename(path).startswith(wanted):
@@ -460,6 +514,106 @@ class Store:
             more = f" and {len(matches) - 6} more" if len(matches) > 6 else ""
             raise PError(f"job id {prefix!r} is ambiguous: {shown}{more}; type more characters")
         return matches[0]
+
+
+class _Index:
+    """The index's records as its raw lines, for writes that change a few
+    records among many: only their lines are found, parsed and encoded.
+    Parsing and rewriting every record on each save made a launch among
+    10,000 records take a second. Every line starts with its job's id
+    (``to_dict`` puts it first), so a job's line is found by a byte search;
+    lines nobody asks for are passed on as they are, and a reader that
+    parses them all (``_read_index``) rebuilds the index from the records
+    if one holds no job."""
+
+    def __init__(self, body: bytes, count: int, active: list[str], where: str) -> None:
+        self.body = b"\n" + body  # each line starts after a newline, the first too
+        self.count, self.active, self.where = count, active, where
+
+    @classmethod
+    def build(cls, jobs: dict[str, JobRecord], where: str) -> _Index:
+        ordered = sorted(jobs.values(), key=lambda record: record.started_at)
+        return cls(b"".join(_encode(record) + b"\n" for record in ordered), len(ordered),
+                   [record.id for record in ordered if record.status in ACTIVE], where)
+
+    @property
+    def lines(self) -> bytes:
+        return self.body[1:]
+
+    def ids(self, prefix: str) -> list[str]:
+        """The ids starting with ``prefix`` (hex), oldest first."""
+        pattern = re.compile(rb'\n\{"id":"(' + prefix.encode() + rb'[0-9a-f]*)",')
+        return [match.group(1).decode() for match in pattern.finditer(self.body)]
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The record the index holds for ``job_id``; ValueError or Damaged
+        if its line holds none."""
+        span = self._span(job_id)
+        if span is None:
+            return None
+        record = JobRecord.parse(json.loads(self.body[span[0]:span[1]]), self.where)
+        if record.id != job_id:
+            raise Damaged(self.where, f"the line of job {job_id} holds job {record.id}")
+        return record
+
+    def put(self, record: JobRecord) -> None:
+        """Add or replace ``record``, keeping the lines in order of start."""
+        line = _encode(record)
+        span = self._span(record.id)
+        if span is not None and self._started(self.body[span[0]:span[1]]) == record.started_at:
+            self.body = self.body[:span[0]] + line + self.body[span[1]:]
+        else:
+            if span is not None:
+                self.remove(record.id)
+            last = self.body.rfind(b"\n", 0, len(self.body) - 1) + 1
+            if not self.count or self._started(self.body[last:-1]) <= record.started_at:
+                self.body += line + b"\n"  # the usual case: the newest job
+            else:  # older than the newest (a record adopted or restored): its place in order
+                lines = self.body[1:-1].split(b"\n")
+                at, high = 0, len(lines)  # after those that started no later, as a stable sort
+                while at < high:
+                    middle = (at + high) // 2
+                    if record.started_at < self._started(lines[middle]):
+                        high = middle
+                    else:
+                        at = middle + 1
+                lines.insert(at, line)
+                self.body = b"\n" + b"\n".join(lines) + b"\n"
+            self.count += 1
+        if record.status in ACTIVE:
+            if record.id not in self.active:
+                self.active.append(record.id)
+        elif record.id in self.active:
+            self.active.remove(record.id)
+
+    def remove(self, job_id: str) -> None:
+        span = self._span(job_id)
+        if span is not None:
+            self.body = self.body[:span[0]] + self.body[span[1] + 1:]
+            self.count -= 1
+        if job_id in self.active:
+            self.active.remove(job_id)
+
+    def _span(self, job_id: str) -> tuple[int, int] | None:
+        """Where the line of ``job_id`` starts and ends (at its newline)."""
+        start = self.body.find(b'\n{"id":"' + job_id.encode() + b'",')
+        if start < 0:
+            return None
+        end = self.body.find(b"\n", start + 1)
+        return start + 1, end if end >= 0 else len(self.body)
+
+    @staticmethod
+    def _started(line: bytes) -> float:
+        """ValueError if the line holds no JSON object."""
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        started = data.get("started_at", 0.0)
+        return float(started) if isinstance(started, (int, float)) else 0.0
+
+
+def _encode(record: JobRecord) -> bytes:
+    return json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=False).encode()
 
 
 # How a stored status change is named in the event log (p/events.py);

@@ -107,6 +107,48 @@ def test_index_is_rebuilt_when_records_change_behind_its_back(store: Store) -> N
     assert [r.id for r in store.all()] == ["b" * 32]
 
 
+def test_saves_keep_the_index_equal_to_the_records_and_in_order_of_start(store: Store) -> None:
+    """A save edits the index's lines in place (only its own are parsed):
+    whatever order records come and change in, the index must read as one
+    built afresh from the record files."""
+    ids = [f"{n:x}" * 32 for n in range(1, 7)]
+    store.save(record(ids[0]), record(ids[1]))
+    late = JobRecord(id=ids[2], worker="w", cwd="~", spec=JobSpec("late"), started_at=9.0, status="running")
+    store.save(late)
+    early = JobRecord(id=ids[3], worker="w", cwd="~", spec=JobSpec("early"), started_at=0.5)  # adopted, say
+    store.save(early)
+    store.save(JobRecord(id=ids[2], worker="w", cwd="~", spec=JobSpec("late"), started_at=9.0, status="done",
+                         exit_code=3))
+    store.save(JobRecord(id=ids[1], worker="w", cwd="~", spec=JobSpec("moved"), started_at=20.0))
+    store.save(record(ids[4]), record(ids[4], "twice in one save"))
+    store.delete(ids[0])
+    store.delete(ids[5])  # not there: nothing changes
+    kept = [(r.id, r.command, r.status) for r in store.all()]
+    assert kept == [(ids[3], "early", "running"), (ids[4], "twice in one save", "running"),
+                    (ids[2], "late", "done"), (ids[1], "moved", "running")]
+    header = json.loads(Path(store.index_path).read_text().splitlines()[0])
+    assert header["count"] == 4 and sorted(header["active"]) == sorted([ids[3], ids[4], ids[1]])
+    assert store.find(ids[2][:3]).exit_code == 3
+    assert sorted((r.id, r.command, r.status) for r in store.rebuild().values()) == sorted(kept)
+
+
+def test_a_damaged_index_line_is_never_trusted_by_a_save(store: Store) -> None:
+    store.save(record("a" * 32), record("b" * 32))
+    index = Path(store.index_path)
+    lines = index.read_text().splitlines()
+    lines[2] = lines[2].replace('"worker":"w"', '"worker":7')  # b's line holds no job now
+    index.write_text("\n".join(lines) + "\n")
+    store.save(JobRecord(id="b" * 32, worker="w", cwd="~", spec=JobSpec("again"), started_at=1.0))
+    assert [(r.id, r.command) for r in store.all()] == [("a" * 32, "make"), ("b" * 32, "again")]
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join([*lines[:-1], "{not json"]) + "\n")  # in the way of the next job's place
+    store.save(JobRecord(id="c" * 32, worker="w", cwd="~", spec=JobSpec("third"), started_at=2.0))
+    assert [r.id for r in store.all()] == ["a" * 32, "b" * 32, "c" * 32]
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[:-1]) + "\n")  # a line lost: the count says so
+    assert [r.id for r in store.all()] == ["a" * 32, "b" * 32, "c" * 32]
+
+
 def _touch(directory: str) -> None:
     mtime = os.stat(directory).st_mtime_ns + 1_000_000
     os.utime(directory, ns=(mtime, mtime))
