@@ -110,7 +110,8 @@ def test_a_lying_agent_never_hangs_or_crashes_the_client(p1: PClient, how: str) 
         assert listed.returncode == 0 and "Traceback" not in listed.stderr
         assert job[:8] in listed.stdout
     finally:
-        liar.kill()
+        # runuser passes no SIGKILL on to its child: end the liar itself.
+        subprocess.run(["pkill", "-KILL", "-u", spec.user, "-f", str(script)], capture_output=True)
         liar.wait()
 
 
