@@ -55,6 +55,17 @@ def worker_sessions(p: PClient, worker: str) -> set[str]:
     return set(result.stdout.split())
 
 
+def master_pids(p: PClient, socket: Path | None = None) -> list[int]:
+    """The pids of the client's SSH masters, or of the one listening on
+    ``socket``. A master started alone (-N -f) keeps its argv; one whose
+    first session ran a script (ControlPersist's background) is titled
+    `ssh: <socket> [mux]`."""
+    where = re.escape(str(socket)) if socket else re.escape(str(p.runtime / "p")) + "/cm-[0-9a-f]+"
+    pattern = f"ControlPath={where} .*ControlMaster=yes|^ssh: {where} \\[mux\\]$"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
 def worker_processes(p: PClient, worker: str, pattern: str) -> list[str]:
     """Command lines of the worker user's processes that mention ``pattern``."""
     out = subprocess.run(["ps", "-u", p.sshd.workers[worker].user, "-o", "args="], capture_output=True,

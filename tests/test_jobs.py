@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import P_BIN, PClient
-from helpers import eventually, job_dir, one_line_error, workdir
+from helpers import eventually, job_dir, master_pids, one_line_error, workdir
 
 
 def test_output_streams_and_exit_status_propagates(p1: PClient) -> None:
@@ -258,11 +258,6 @@ def master_sockets(p: PClient) -> list[Path]:
     return [path for path in (p.runtime / "p").glob("cm-*") if not path.is_symlink()]
 
 
-def _pids(pattern: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
-
-
 def test_a_killed_agent_behind_a_live_master_is_restarted(p1: PClient) -> None:
     home = p1.worker_home("w1")
     assert p1("-n", "--", "echo", "before").stdout == "before\n"
@@ -273,16 +268,15 @@ def test_a_killed_agent_behind_a_live_master_is_restarted(p1: PClient) -> None:
 
 def test_a_killed_master_leaves_nothing_that_breaks_the_next_command(p1: PClient) -> None:
     assert p1("-n", "--", "true").returncode == 0
-    masters = f"ControlPath={p1.runtime / 'p'}/cm-.*ControlMaster=yes"
     (killed,) = master_sockets(p1)
-    for pid in _pids(masters):
-        os.kill(pid, 9)  # its socket file stays behind
+    (pid,) = master_pids(p1)
+    os.kill(pid, 9)  # its socket file stays behind
     result = p1("-n", "--", "echo", "again")
     assert result.stdout == "again\n", result.stderr
-    assert len(_pids(masters)) == 1  # one new master, not a stray ssh per command
+    assert len(master_pids(p1)) == 1  # one new master, not a stray ssh per command
     assert not killed.exists()
     assert p1("-n", "--", "true").returncode == 0
-    assert len(_pids(masters)) == 1
+    assert len(master_pids(p1)) == 1
 
 
 def test_attach_off_a_terminal_is_one_line(p1: PClient) -> None:
@@ -318,7 +312,7 @@ def test_losing_the_link_while_streaming_reconnects_and_resumes(p1: PClient) -> 
     assert process.stdout is not None
     assert process.stdout.readline() == "ready\n"
     for control in master_sockets(p1):
-        for pid in _pids(f"ControlPath={control}"):
+        for pid in master_pids(p1, control):
             os.kill(pid, 9)
     out, err = process.communicate(timeout=60)
     assert (process.returncode, out) == (6, "after\n"), err

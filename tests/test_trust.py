@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from conftest import P_BIN, PClient
-from helpers import one_line_error
+from helpers import master_pids, one_line_error
 
 
 def jobs_dir(p: PClient) -> Path:
@@ -190,10 +190,7 @@ def test_fifty_cold_runs_at_once_share_one_master(p1: PClient, tmp_path: Path) -
     assert len({out.strip() for _, out, _ in results}) == 50
     starts = [line for line in log.read_text().splitlines() if "ControlMaster=yes" in line]
     assert len(starts) == 1, starts
-    control = p1.runtime / "p"
-    masters = subprocess.run(["pgrep", "-f", f"ControlPath={control}/cm-.*ControlMaster=yes"],
-                             capture_output=True, text=True).stdout.split()
-    assert len(masters) == 1, masters
+    assert len(master_pids(p1)) == 1, master_pids(p1)
     assert len(p1.jobs()) == 50
 
 
