@@ -4,11 +4,8 @@ on a worker with python3 and no binary built for it, a zipapp of the source."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import zipfile
-from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
 
@@ -18,16 +15,22 @@ from p_protocol.sources import agent_roots, digest_sources
 
 from .errors import PError
 
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    import zipfile
+
 AGENTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agents")
 ZIPAPP_MAIN = b"from p_agent.__main__ import run\nrun()\n"
 
 
-@dataclass(frozen=True)
 class Artifact:
-    kind: str  # "binary" or "zipapp"
-    arch: str
-    sha256: str
-    data_path: str | None  # a binary on disk; zipapps are built in memory
+    """A plain class, not a dataclass: see WorkerFacts in p/provision.py."""
+
+    def __init__(self, kind: str, arch: str, sha256: str, data_path: str | None) -> None:
+        self.kind = kind  # "binary" or "zipapp"
+        self.arch = arch
+        self.sha256 = sha256
+        self.data_path = data_path  # a binary on disk; zipapps are built in memory
 
     @property
     def remote_name(self) -> str:
@@ -85,6 +88,9 @@ def sources_digest() -> str:
 def zipapp_bytes() -> bytes:
     """The agent's source as a zipapp, byte-for-byte the same for the same
     source (fixed timestamps), so its sha256 names the content."""
+    import io
+    import zipfile  # only here: its imports cost a cold start ~10 ms
+
     import p_agent
 
     import p_protocol
@@ -105,6 +111,8 @@ def _package_dir(package: ModuleType) -> str:
 
 
 def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    import zipfile
+
     info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_DEFLATED
     archive.writestr(info, data)

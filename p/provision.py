@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
-from dataclasses import dataclass
 from shlex import quote
 
 from p_protocol import ENGINES, VERSION
@@ -169,19 +167,23 @@ def _paths() -> dict[str, str]:
             "start_file": remote.agent_launcher()}
 
 
-@dataclass
+# A plain class, not a dataclass: importing dataclasses costs a cold start
+# ~10 ms (see p/config.py).
 class WorkerFacts:
-    system: str
-    machine: str
-    home: str
-    has_tmux: bool
-    has_rsync: bool
-    has_python3: bool
-    installed: dict[str, str]  # remote agent file name -> sha256
-    running: bool
-    scratch: str | None = None  # where the workdirs are
-    free: int | None = None  # bytes free there
-    missing_slurm: tuple[str, ...] = ()  # of SLURM_TOOLS
+    def __init__(self, *, system: str, machine: str, home: str, has_tmux: bool, has_rsync: bool,
+                 has_python3: bool, installed: dict[str, str], running: bool, scratch: str | None = None,
+                 free: int | None = None, missing_slurm: tuple[str, ...] = ()) -> None:
+        self.system = system
+        self.machine = machine
+        self.home = home
+        self.has_tmux = has_tmux
+        self.has_rsync = has_rsync
+        self.has_python3 = has_python3
+        self.installed = installed  # remote agent file name -> sha256
+        self.running = running
+        self.scratch = scratch  # where the workdirs are
+        self.free = free  # bytes free there
+        self.missing_slurm = missing_slurm  # of SLURM_TOOLS
 
 
 def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True, space: bool = False) -> WorkerFacts:
@@ -313,7 +315,7 @@ def _facts_file(transport: Transport) -> str:
 
 def _upload(transport: Transport, artifact: Artifact) -> str:
     data = artifact.read()
-    upload = f".upload-{secrets.token_hex(6)}"
+    upload = f".upload-{os.urandom(6).hex()}"
     if artifact.kind == "zipapp":
         say(f"p: this install of p has no current p-agent binary for {artifact.arch} (`make agents` "
             f"builds them); {transport.worker.name} runs the agent from source with python3")
