@@ -105,13 +105,11 @@ class Transport:
     # -- the master -----------------------------------------------------------
 
     def master_alive(self) -> bool:
-        if not os.path.exists(self.control_path):
-            return False  # no socket behind the symlink: asking ssh costs a process (~12 ms)
-        result = subprocess.run(
-            ["ssh", *self.options(), "-O", "check", "--", self.target],
-            stdin=subprocess.DEVNULL, capture_output=True,
-        )
-        return result.returncode == 0
+        """Whether a master listens behind ``cm-<key>``: a connect to its
+        socket tells as `ssh -O check` does (a killed master leaves its
+        socket file, and nothing accepts there), without a process (~10 ms,
+        for each of fifty workers `worker ls --check` probes)."""
+        return _listening(self.control_path)
 
     @property
     def master_log(self) -> str:
@@ -203,22 +201,13 @@ class Transport:
         """Sockets of this worker's masters that were killed (nothing
         listens): ssh would not replace one, and would quietly run without
         multiplexing, forever."""
-        import socket
-
         for name in os.listdir(self.runtime):
-            if not name.startswith(self._master_prefix):
-                continue
             path = os.path.join(self.runtime, name)
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except OSError:
+            if name.startswith(self._master_prefix) and not _listening(path):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-            finally:
-                probe.close()
 
     def master_saw(self, text: str) -> bool:
         try:
@@ -306,6 +295,20 @@ class Transport:
                                    "Network is unreachable", "Connection closed", "Broken pipe")):
             return f"cannot reach worker {name} ({conn}): {_last_line(text)}"
         return f"ssh to worker {name} ({conn}) failed: {_last_line(text) or 'no reason given'}"
+
+
+def _listening(path: str) -> bool:
+    """Whether something accepts connections on unix socket ``path``."""
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def _last_line(text: str) -> str:
