@@ -220,12 +220,11 @@ def _sync(link: Link, store: Store, record: JobRecord, cwd: str, excludes: list[
                              None if prepared["reused"] else _previous_workdir(link, store, record),
                              exact=prepared["reused"], excludes=excludes)
         except BaseException as exc:
-            # No job will own this workdir: do not leave it behind.
             try:
                 full = _full_disk(link, exc)
-                link.agent.request(Op.REMOVE, id=record.id, force=True)
             except PError:
                 full = None
+            _forsake(link, record)
             if full is not None:
                 raise sync.no_space_on_worker(worker, full) from None
             raise
