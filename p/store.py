@@ -248,23 +248,17 @@ class Store:
     def _read_index(self) -> dict[str, JobRecord] | None:
         """Every record in the index, or None when it must be rebuilt
         (missing, stale, or any line that is not a record)."""
-        try:
-            with open(self.index_path, "rb") as src:
-                header = self._read_header(src)
-                if header is None:
-                    return None
-                jobs = {}
-                for line in src:
-                    record = JobRecord.parse(json.loads(line), self.index_path)
-                    jobs[record.id] = record
-                if len(jobs) != header["count"]:
-                    return None  # lines lost (or one job twice): the records say
-        except IsADirectoryError:
-            raise self._index_is_a_directory() from None
-        except (OSError, ValueError, Damaged):
+        index = self._read_lines()
+        if index is None:
             return None
-        self.damaged = [(path, problem) for path, problem in header["damaged"]]
-        return jobs
+        jobs = {}
+        try:
+            for line in bytes(index.lines).splitlines():
+                record = JobRecord.parse(json.loads(line), self.index_path)
+                jobs[record.id] = record
+        except (ValueError, Damaged):
+            return None
+        return jobs if len(jobs) == index.count else None  # else one job twice: the records say
 
     def _index_is_a_directory(self) -> PError:
         return PError(f"the job index {self.index_path} is a directory; remove it "
