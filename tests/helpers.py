@@ -90,8 +90,7 @@ class Screen:
         from conftest import P_BIN  # conftest imports this module
         script = self.p.home / f"window{self.windows}.sh"
         exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.p.env.items()
-                          if key in ("HOME", "PATH", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
-                                     "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"))
+                          if key in ("HOME", "PATH") or key.startswith("XDG_"))  # as client_env set them
         script.write_text(f"{exports}export TERM={term}\ncd {shlex.quote(str(self.p.workdir))}\n"
                           f"{shlex.join([P_BIN, *p_args])}\necho \"p-exit=$?\"\nsleep 600\n")
         name = f"w{self.windows}"

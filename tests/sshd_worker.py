@@ -108,9 +108,9 @@ def free_ports(count: int) -> list[int]:
 
 def client_env(home: Path, prefix: str) -> tuple[dict[str, str], Path]:
     """The environment of a `p` client living in ``home`` (HOME and the XDG
-    dirs there, nothing of the caller's ssh-agent), and its runtime dir, made private and kept short under
-    /tmp: the masters' sockets live there, and a socket's path must fit in
-    108 bytes."""
+    dirs there, nothing of the caller's ssh-agent), and its runtime dir,
+    private and kept short under /tmp: the masters' sockets live there, and
+    a socket's path must fit in 108 bytes."""
     runtime = Path(f"/tmp/{prefix}-{secrets.token_hex(4)}")
     runtime.mkdir(mode=0o700)
     inherited = {key: value for key, value in os.environ.items() if not key.startswith(("XDG_", "SSH_"))}
