@@ -39,6 +39,10 @@ class JobFile:
     # ends (with P_JOB_ID, P_EXIT, P_WORKER); its output goes to NOTIFY_LOG.
     NOTIFY = "notify"
     NOTIFY_LOG = "notify.log"
+    SCRIPT = "run.sh"  # the job's script (agent/p_agent/scripts.py)
+    # The pid of the job's script, the one process of its session:
+    # while it runs, the session is open (tmux need not be asked).
+    SCRIPT_PID = "run.pid"
     # The end files' space, reserved when the job starts (``ended_at.pending``...):
     # they are filled in place, then renamed, so a full disk cannot lose the
     # job's end. Their values may be padded with spaces to END_FILE_SIZE.

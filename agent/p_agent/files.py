@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import stat
 from collections.abc import Iterator
-from typing import Any
 
 from p_protocol.layout import END_FILE_SIZE, JobFile
 
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
+
 # Waiters poll job files: quick at first, so a short job's end is seen within
-# milliseconds, slower for long jobs.
-POLL_FIRST = 0.01
+# a few milliseconds (a poll costs a few stat calls), slower for long jobs.
+POLL_FIRST = 0.002
 POLL_MAX = 0.25
-# Of those polls, one in this many also asks the engine whether the job is
-# gone (which may cost a process, such as `tmux list-sessions`).
-ASK_ENGINE_EVERY = 8
+# Of those polls, one in this many (the first after ~0.1 s) also asks the
+# engine whether the job is gone (which may cost a process, such as
+# `tmux list-sessions`).
+ASK_ENGINE_EVERY = 12
 
 
 def poll_intervals() -> Iterator[float]:
@@ -86,6 +89,10 @@ def rmtree(path: str) -> None:
         func(target)
 
     if os.path.lexists(path):
+        # Imported where it is used, as elsewhere in the agent: shutil costs
+        # every start of the agent ~2 ms, and most need none of it.
+        import shutil
+
         shutil.rmtree(path, onerror=make_writable)
 
 

@@ -71,6 +71,8 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   the agent, so it fires with no agent and no client running. It runs in
 #   the background, deaf to the hangup that closing the session sends, so a
 #   slow webhook holds up nothing; a failure is logged as `notify-failed`.
+# - The script's pid goes to a file first: the job's session is open while
+#   the script runs, so whoever asks need not ask tmux (a process a question).
 # - The "Job done" screen is for someone who is looking. With no client
 #   attached the script ends, and the session with it: nothing stays behind
 #   per finished job. A client that was told to expect the job (an attached
@@ -82,23 +84,24 @@ job={job_dir}
 sock={tmux_socket}
 user_umask=$(umask)
 umask 077
+echo $$ > "$job/{script_pid}"
 {record_fn}
 {now_fn}
 trap : INT
 {watchdog}{times_before}{start}
 {times_after}[ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
 [ ! -f "$job/{timed_out}" ] || code=124
-rm -f "$job/{secrets}"
+[ ! -e "$job/{secrets}" ] || rm -f "$job/{secrets}"
 end=$(now)
 record {ended_at} "$end"
 printf '{marker_printf}{marker_after}'{marker_to}
 n=0
 until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
-    [ $n -lt 500 ] || break
-    sleep 0.01; n=$((n + 1))
+    [ $n -lt 520 ] || break
+    [ $n -lt 20 ] && sleep 0.001 || sleep 0.01; n=$((n + 1))
 done
 size=$(wc -c < "$job/{output}")
-[ $n -lt 500 ] && size=$((size - {marker_len}))
+[ $n -lt 520 ] && size=$((size - {marker_len}))
 record {log_end} "$size"
 printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
 record {exitcode} "$code"
@@ -151,7 +154,7 @@ record() {{
 TTY_START = """\
 set -m
 sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; {load_env}cd "$2" || exit 1; exec {launcher}"$3" -c "$4"' p-job \\
-    "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask"
+    "$job" {workdir} "${{SHELL:-/bin/sh}}" {command} "$user_umask"
 code=$?"""
 
 NO_TTY_START = """\
@@ -163,7 +166,7 @@ detach=setsid
 command -v setsid >/dev/null 2>&1 || {{ detach=; set -m; }}
 $detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE
     {load_env}cd "$2" || exit 1; exec {launcher}"$3" -c "$4"' \\
-    p-job "$job" {workdir} "${{SHELL:-/bin/sh}}" "$(cat "$job/{cmd}")" "$user_umask" </dev/null >&3 2>&3 3>&-
+    p-job "$job" {workdir} "${{SHELL:-/bin/sh}}" {command} "$user_umask" </dev/null >&3 2>&3 3>&-
 code=$?"""
 
 # The job's --timeout, kept by a subshell of run.sh (which outlives the
@@ -295,7 +298,7 @@ def record_fn() -> str:
     return RECORD_FN.format(pad=END_FILE_SIZE - 1, pending=JobFile.PENDING, end_failed=JobFile.END_FAILED)
 
 
-def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log: str, *, tty: bool,
+def run_sh(job_id: str, job_dir: str, workdir: str, command: str, tmux_socket: str, events_log: str, *, tty: bool,
            expect_client: bool, launcher: list[str] | None = None, timeout: float | None = None,
            capped: bool = False, layout: Layout | None = None) -> str:
     """``launcher``: words that run the job's shell (Slurm's ``srun`` on
@@ -318,10 +321,11 @@ def run_sh(job_id: str, job_dir: str, workdir: str, tmux_socket: str, events_log
         times_after="" if launcher else f'times >> "$job/{JobFile.CPU_TIMES}"\n',
         kick=KICK.format(queue=quote(layout.queue_file), agent_start=quote(layout.agent_launcher()),
                          pidfile=quote(layout.agent_pidfile())) if layout is not None else "",
-        start=start.format(pgid=JobFile.PGID, cmd=JobFile.COMMAND, workdir=quote(workdir),
+        start=start.format(pgid=JobFile.PGID, command=quote(command), workdir=quote(workdir),
                            load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS),
                            launcher="".join(word + " " for word in launcher or [])),
         secrets=JobFile.SECRETS,
+        script_pid=JobFile.SCRIPT_PID,
         marker_to="" if tty else " >&3; exec 3>&-",
         # A capped capture reads the pane's output a line at a time.
         marker_after="\\n" if capped else "",

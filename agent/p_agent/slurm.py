@@ -142,8 +142,8 @@ class SlurmExecutor:
         spec = job.spec
         launcher = ["srun", f"--nodes={spec.nodes}", "--ntasks-per-node=1"] if (spec.nodes or 1) > 1 else None
         sock = node_socket(job.job_id)
-        write_file(path(job.job_dir, "run.sh"),
-                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, sock, self.layout.events_log,
+        write_file(path(job.job_dir, JobFile.SCRIPT),
+                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, job.command, sock, self.layout.events_log,
                                   tty=job.tty, expect_client=job.expect_client, launcher=launcher,
                                   timeout=spec.timeout))
         session = session_name(job.job_id)
@@ -153,7 +153,7 @@ class SlurmExecutor:
             now_fn=scripts.NOW_FN,
             tmux=" ".join(quote(word) for word in ["tmux", "-S", sock, "-f", self.layout.tmux_conf]),
             session=quote(session), cols=max(job.cols, 20), rows=max(job.rows, 5), workdir=quote(job.workdir),
-            run_sh=quote(path(job.job_dir, "run.sh")), status_left=quote(status_left(job, session)),
+            run_sh=quote(path(job.job_dir, JobFile.SCRIPT)), status_left=quote(status_left(job, session)),
             capture=quote("exec cat >> " + quote(path(job.job_dir, JobFile.OUTPUT))),
             node_list=JobFile.NODE_LIST, exitcode=JobFile.EXIT_CODE, ended_at=JobFile.ENDED_AT,
             log_end=JobFile.LOG_END, output=JobFile.OUTPUT, engine_end=JobFile.ENGINE_END,

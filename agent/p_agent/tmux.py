@@ -126,22 +126,33 @@ def session_name(job_id: str) -> str:
 
 
 class _Sessions:
-    """The jobs whose session is open, from one `list-sessions`, and those
-    that run on without one: a job started off a terminal is in a process
-    session of its own, so when its tmux session goes (the server killed)
-    no hangup reaches it. It is held while its process group lives, so that
-    `p stop` can still end it."""
+    """The jobs whose session is open, and those that run on without one: a
+    job started off a terminal is in a process session of its own, so when
+    its tmux session goes (the server killed) no hangup reaches it. It is
+    held while its process group lives, so that `p stop` can still end it.
 
-    def __init__(self, names: set[str], layout: Layout) -> None:
-        self.names = names
+    A session is open while its one process, the job's script, runs: that
+    is asked of /proc. Only for a script that has not yet said its pid is
+    tmux asked, with one `list-sessions` for all (a process)."""
+
+    def __init__(self, tmux: Tmux, layout: Layout) -> None:
+        self.tmux = tmux
         self.layout = layout
+        self._names: set[str] | None = None
+
+    @property
+    def names(self) -> set[str]:
+        if self._names is None:
+            self._names = self.tmux.sessions()
+        return self._names
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, str):
             return False
-        if session_name(job_id) in self.names:
-            return True
         job_dir = self.layout.job_dir(job_id)
+        script = _script_runs(job_dir)
+        if script or script is None and session_name(job_id) in self.names:
+            return True
         if os.path.exists(os.path.join(job_dir, JobFile.EXIT_CODE)):
             return False
         pgid = read_pgid(job_dir)
@@ -149,6 +160,22 @@ class _Sessions:
 
     def __bool__(self) -> bool:
         return bool(self.names)
+
+
+def _script_runs(job_dir: str) -> bool | None:
+    """Whether the job's script still runs (None: it has not said its pid)."""
+    try:
+        with open(os.path.join(job_dir, JobFile.SCRIPT_PID)) as src:
+            pid = int(src.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as src:
+            argv = src.read().split(b"\0")
+    except OSError:
+        return False  # gone
+    # Not a later process that got the same pid.
+    return argv[1:2] == [os.fsencode(os.path.join(job_dir, JobFile.SCRIPT))]
 
 
 class TmuxExecutor:
@@ -177,8 +204,8 @@ class TmuxExecutor:
         session = session_name(job.job_id)
         path = os.path.join
         write_file(path(job.job_dir, "tmux_session"), session)
-        write_file(path(job.job_dir, "run.sh"),
-                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, self.layout.tmux_socket,
+        write_file(path(job.job_dir, JobFile.SCRIPT),
+                   scripts.run_sh(job.job_id, job.job_dir, job.workdir, job.command, self.layout.tmux_socket,
                                   self.layout.events_log, tty=job.tty,
                                   expect_client=job.expect_client, timeout=job.spec.timeout,
                                   capped=job.spec.max_output is not None, layout=self.layout))
@@ -190,12 +217,12 @@ class TmuxExecutor:
         capture = scripts.capture_command(path(job.job_dir, JobFile.OUTPUT), awk_file, job.job_id,
                                           job.spec.max_output)
         self.tmux.new_session(session, max(job.cols, 20), max(job.rows, 5), job.workdir,
-                              ["sh", path(job.job_dir, "run.sh")], status_left(job, session),
+                              ["sh", path(job.job_dir, JobFile.SCRIPT)], status_left(job, session),
                               escape_format(capture))
 
     def alive(self) -> _Sessions:
         self._watch_memory()
-        return _Sessions(self.tmux.sessions(), self.layout)
+        return _Sessions(self.tmux, self.layout)
 
     def verdict(self, job_id: str, alive: Container[str]) -> Verdict:
         return NO_VERDICT  # a job here runs at once, and only its script ends it
