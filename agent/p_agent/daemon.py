@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -59,6 +58,8 @@ def sweep_unpack_dirs(layout: Layout) -> None:
             continue
         for entry in entries:
             if entry.name.startswith(prefixes) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                import shutil  # only here: see files.rmtree
+
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 

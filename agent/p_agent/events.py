@@ -24,12 +24,15 @@ import json
 import os
 import sys
 import time
-from typing import Any, BinaryIO
 
 from p_protocol.layout import Layout
 from p_protocol.wire import EVENTS_HEARTBEAT
 
 from .files import poll_intervals
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 # Longer lines could interleave with another writer's (POSIX promises
 # atomic appends up to PIPE_BUF, which is 4096 on Linux, 512 at the least).

@@ -12,44 +12,56 @@ launcher starts the agent with it.
 from __future__ import annotations
 
 from collections.abc import Container
-from typing import NamedTuple, Protocol
 
 from p_protocol import ENGINES
-from p_protocol.jobspec import JobSpec
-from p_protocol.layout import Layout
-from p_protocol.states import State
+
+# typing costs the agent's every start ~2.5 ms: the interface below is for
+# type checkers and readers, and engines need not inherit from it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from p_protocol.jobspec import JobSpec
+    from p_protocol.layout import Layout
+    from p_protocol.states import State
+else:
+    Protocol = object
 
 
 class EngineError(Exception):
     """An engine could not do what was asked; its text goes to the client."""
 
 
-class JobStart(NamedTuple):
+class JobStart:
     """What an engine needs to start one job (its directory already holds
     ``cmd``, ``cwd``, ``worker``, ``started_at``, an empty ``output.log``
     and, when given, ``env`` and ``secrets``, which the job's script sources
     before the command runs and which it deletes ``secrets`` after reading)."""
 
-    job_id: str
-    job_dir: str
-    workdir: str
-    command: str
-    worker: str
-    cols: int
-    rows: int
-    tty: bool  # give the job a terminal (else none, as `ssh host cmd`)
-    expect_client: bool  # a client is on its way to attach
-    spec: JobSpec  # its resources and limits, for engines that schedule
+    def __init__(self, job_id: str, job_dir: str, workdir: str, command: str, worker: str, cols: int, rows: int,
+                 tty: bool, expect_client: bool, spec: JobSpec) -> None:
+        self.job_id = job_id
+        self.job_dir = job_dir
+        self.workdir = workdir
+        self.command = command
+        self.worker = worker
+        self.cols = cols
+        self.rows = rows
+        self.tty = tty  # give the job a terminal (else none, as `ssh host cmd`)
+        self.expect_client = expect_client  # a client is on its way to attach
+        self.spec = spec  # its resources and limits, for engines that schedule
 
 
-class Verdict(NamedTuple):
+class Verdict:
     """What an engine knows of a job beyond its files: that it waits
     (queued, and why), or how the engine ended it; and where it is."""
 
-    state: State | None  # None: as the job's files say
-    reason: str | None = None
-    engine_id: str | None = None  # the job's id in the engine (Slurm's job id)
-    node_list: str | None = None  # where it runs (Slurm's NodeList)
+    def __init__(self, state: State | None, reason: str | None = None, engine_id: str | None = None,
+                 node_list: str | None = None) -> None:
+        self.state = state  # None: as the job's files say
+        self.reason = reason
+        self.engine_id = engine_id  # the job's id in the engine (Slurm's job id)
+        self.node_list = node_list  # where it runs (Slurm's NodeList)
 
 
 class Executor(Protocol):

@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Container
-from typing import Any
 
 from p_protocol import JOB_ID_RE, ProtocolError
 from p_protocol.jobspec import JobSpec, env_script
@@ -25,6 +24,10 @@ from .executor import Executor, JobStart
 from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .queue import Queue, QueueRefused
 from .spares import Spares, copy_tree
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
 
 # After the client that prepared a workdir left without starting its job,
 # how long the worker's rsync gets to notice (its ssh channel closes with the

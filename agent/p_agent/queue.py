@@ -33,7 +33,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from p_protocol import JOB_ID_RE
 from p_protocol.layout import Layout
@@ -41,6 +40,10 @@ from p_protocol.states import State
 from p_protocol.wire import KINDS
 
 from .files import read_file, write_file
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any
 
 # While jobs wait, how often the agent looks for ended jobs (a stat per
 # running job): the delay from a slot freeing to the next job starting.

@@ -10,7 +10,6 @@ stay on one filesystem, so a spare becomes a workdir by a rename.
 from __future__ import annotations
 
 import os
-import shutil
 
 from p_protocol import ProtocolError
 from p_protocol.layout import Layout
@@ -52,6 +51,8 @@ def place(layout: Layout, path: str) -> None:
             if not os.access(target, os.W_OK | os.X_OK):
                 raise ProtocolError(f"cannot use {scratch} as scratch space: {target} is not writable")
         if os.path.isdir(current):
+            import shutil  # only here: see files.rmtree
+
             for entry in os.listdir(current):
                 source = os.path.join(current, entry)
                 if name == "spares":

@@ -12,7 +12,6 @@ import socketserver
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
 
 from p_protocol import PROTOCOL, VERSION, ProtocolError
 from p_protocol.jobspec import JobSpec
@@ -23,6 +22,10 @@ from . import events
 from .executor import EngineError
 from .files import ASK_ENGINE_EVERY, poll_intervals
 from .jobs import Jobs
+
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 CHUNK = 64 * 1024
 # With no client and no running job for this long, the agent exits; the

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import threading
@@ -171,6 +170,8 @@ class Spares:
             spare = free[0]
             tmp = f"{spare}{TMP_MARK}{job_id[:8]}"
             self.copying.add(tmp)
+        import shutil  # only here: see files.rmtree
+
         # Lowest CPU and I/O priority: the user's job comes first.
         ionice = ["ionice", "-c", "3"] if shutil.which("ionice") else []
 

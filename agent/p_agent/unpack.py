@@ -15,10 +15,8 @@ temporary copy. Later starts run it from there (p/provision.py's launcher).
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import sys
-import tempfile
 
 # Named by staticx: the bootloader exports the bundle's path, and the bundle
 # holds the program and the dynamic linker behind these two symlinks.
@@ -62,6 +60,9 @@ def unpack(bundle: str, frozen: str, dest: str, sha256: str) -> None:
     """
     if is_complete(dest, sha256):
         return
+    import shutil  # only for the first start of a build: see files.rmtree
+    import tempfile
+
     parent = os.path.dirname(dest)
     os.makedirs(parent, mode=0o700, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".unpack-", dir=parent)
