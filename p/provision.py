@@ -4,6 +4,7 @@ this exact build (same version and sha256), then one start."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -50,8 +51,10 @@ echo "free_kib=$4"
 # where it is missing).
 AGENT_SH = """\
 holder() {{
-    pid=$(cat "$1" 2>/dev/null)
+    pid=
+    read -r pid < "$1" 2>/dev/null
     case $pid in ''|*[!0-9]*) return 1 ;; esac
+    [ -d /proc/"$pid" ] || return 1
     file=$(cd "${{1%/*}}" 2>/dev/null && pwd -P)/${{1##*/}}
     for fd in /proc/"$pid"/fd/*; do
         [ "$(readlink "$fd" 2>/dev/null)" = "$file" ] && echo "$pid" && return 0
@@ -102,7 +105,10 @@ seal() {{ echo {sha}; stat -c '%i %s %y' "$name" 2>/dev/null; }}
 # must be the one installed, untouched since it was sealed, else the
 # client probes after all.
 if [ -n {remembered} ]; then
-    [ "$(cat "$name.sha256" 2>/dev/null)" = "$(seal)" ] || {{ echo "{stale}" >&2; exit 1; }}
+    sealed=
+    {{ IFS= read -r sum && IFS= read -r file && sealed="$sum
+$file"; }} < "$name.sha256" 2>/dev/null
+    [ "$sealed" = "$(seal)" ] || {{ echo "{stale}" >&2; exit 1; }}
 elif [ -z "$upload" ]; then
     (umask 077; seal > "$name.sha256")  # the probe found this build installed
 fi
@@ -115,7 +121,8 @@ if [ -n "$upload" ]; then
 fi
 for pidfile in "{run}"/agent-*.pid; do
     [ -f "$pidfile" ] || continue
-    served "$pidfile" || {{ rm -f "$pidfile"; continue; }}
+    # Ours is rewritten by the agent that starts below.
+    served "$pidfile" || {{ [ "$pidfile" = "{pidfile}" ] || rm -f "$pidfile"; continue; }}
     [ "$pidfile" = "{pidfile}" ] && {{ [ -n "$upload" ] || [ -n {restart} ]; }} || continue
     pid=$(holder "$pidfile") || continue
     kill "$pid" 2>/dev/null || continue
@@ -132,9 +139,15 @@ for dir in "{lib_dir}"/*; do
     rm -rf "$dir"
 done
 start="{start_file}"
-(umask 077; cat > "$start.tmp") <<'P_START_AGENT' && mv -f "$start.tmp" "$start" || exit 1
+# On a remembered start, written only when it changed (its first line names
+# its content); a start after a probe writes it whatever it holds.
+head=
+[ -z {remembered} ] || IFS= read -r head < "$start" 2>/dev/null
+if [ "$head" != {launch_head} ]; then
+    (umask 077; cat > "$start.tmp") <<'P_START_AGENT' && mv -f "$start.tmp" "$start" || exit 1
 {launch}
 P_START_AGENT
+fi
 exec sh "$start"
 """
 
@@ -148,7 +161,9 @@ export P_USER_TMPDIR="${{TMPDIR-}}" TMPDIR="{tmp}"
 name={name}
 lib={lib}
 if [ -n "$lib" ]; then
-    if [ "$(cat "$lib/.complete" 2>/dev/null)" = {sha} ]; then
+    complete=
+    read -r complete < "$lib/.complete" 2>/dev/null
+    if [ "$complete" = {sha} ]; then
         "$lib/p-agent" serve --detach --engine {engine} && exit 0
         rm -rf "$lib"  # it would not start: the binary makes it again
     fi
@@ -249,9 +264,11 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
     engine = quote(transport.worker.engine or ENGINES[0])
     launch = LAUNCH_SH.format(name=quote(artifact.remote_name), lib=lib, engine=engine,
                               sha=quote(artifact.sha256), launcher=launcher, **paths)
+    head = f"# p-agent launcher {hashlib.sha256(launch.encode()).hexdigest()[:16]}"
     script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib,
                              sha=quote(artifact.sha256), restart=quote("1" if restart else ""),
-                             remembered=quote("1" if remembered else ""), stale=STALE, launch=launch, **paths)
+                             remembered=quote("1" if remembered else ""), stale=STALE,
+                             launch=f"{head}\n{launch}", launch_head=quote(head), **paths)
     try:
         transport.run_script(script, timeout=120.0, forward=forward)
     except PError as exc:

@@ -11,7 +11,6 @@ to pick the job up again.
 
 from __future__ import annotations
 
-import random
 import time
 
 from . import link as link_module
@@ -40,6 +39,8 @@ def backoff_delays(first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> Callab
 
     def delay() -> float:
         nonlocal attempt
+        import random  # only once a link is lost: it costs every run ~1 ms to import
+
         ceiling = min(cap, first * 2 ** attempt)
         attempt += 1
         return random.uniform(ceiling / 2, ceiling)
