@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,12 @@ from slurm_cluster import SlurmCluster  # noqa: E402
 from sshd_worker import SshdWorkers, client_env, close_masters  # noqa: E402
 
 P_BIN = shutil.which("p") or "p"
+
+# A suite started in the background by a shell without job control (`cmd &`
+# in a script, nohup) inherits SIGINT ignored, and so would every `p` it
+# starts: the tests of Ctrl+C would then test nothing but that. Handled
+# here, it is the default again in each child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _path_without(root: Path, missing: str | tuple[str, ...], extra: dict[str, str] | None = None) -> str:
