@@ -354,3 +354,34 @@ def test_two_agents_share_one_queue_and_neither_loses_the_others_jobs(tmp_path: 
     old.queue.schedule()  # no room: the third waits on, in both agents' eyes
     assert [entry["id"] for entry in queue()["waiting"]] == [third]  # type: ignore[index, union-attr]
     assert old.queue.state(third) == new.queue.state(third) == (State.QUEUED, 1)
+
+
+def test_a_jobs_session_is_open_while_its_script_runs_and_only_that_script(tmp_path: Path) -> None:
+    """The tmux engine asks /proc whether a job's script (its session's one
+    process) runs: by the pid the script wrote, and only if that process
+    runs this job's script, not a later one that got the same pid."""
+    import subprocess
+
+    from p_agent.tmux import _script_runs
+
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    assert _script_runs(str(job_dir)) is None  # not said yet: tmux is asked
+    (job_dir / JobFile.SCRIPT).write_text("sleep 30\n")
+    script = subprocess.Popen(["sh", str(job_dir / JobFile.SCRIPT)])
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (job_dir / JobFile.SCRIPT_PID).write_text(f"{script.pid}\n")
+        assert _script_runs(str(job_dir)) is True
+        (job_dir / JobFile.SCRIPT_PID).write_text(f"{other.pid}\n")  # its pid reused since
+        assert _script_runs(str(job_dir)) is False
+        (job_dir / JobFile.SCRIPT_PID).write_text("not a pid\n")
+        assert _script_runs(str(job_dir)) is None
+        (job_dir / JobFile.SCRIPT_PID).write_text(f"{script.pid}\n")
+        script.kill()
+        script.wait()
+        assert _script_runs(str(job_dir)) is False  # it ended: the session closes with it
+    finally:
+        for process in (script, other):
+            process.kill()
+            process.wait()

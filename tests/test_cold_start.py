@@ -56,7 +56,7 @@ def test_a_cold_start_from_remembered_facts_runs_one_script_instead_of_two(p1: P
 
 
 @pytest.mark.parametrize("change", ["another build installed", "agent changed in place", "agent deleted",
-                                    "home moved", "damaged file"])
+                                    "home moved", "damaged file", "launcher damaged"])
 def test_remembered_facts_that_no_longer_hold_cost_only_the_probe(p1: PClient, counted: Path, change: str) -> None:
     assert p1("-n", "--", "true").returncode == 0
     cold(p1)
@@ -72,6 +72,9 @@ def test_remembered_facts_that_no_longer_hold_cost_only_the_probe(p1: PClient, c
     elif change == "agent deleted":
         for agent in bin_dir.iterdir():
             agent.unlink()
+    elif change == "launcher damaged":  # its first line, which names its content, intact
+        (launcher,) = (p1.worker_home("w1") / ".p/run").glob("agent-*.start")
+        launcher.write_text(launcher.read_text().splitlines()[0] + "\nexit 1\n")
     elif change == "home moved":
         facts = facts_file(p1)
         facts.write_text(facts.read_text().replace(str(p1.worker_home("w1")), "/nonexistent/home"))
