@@ -71,7 +71,7 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   the agent, so it fires with no agent and no client running. It runs in
 #   the background, deaf to the hangup that closing the session sends, so a
 #   slow webhook holds up nothing; a failure is logged as `notify-failed`.
-# - The script's pid goes to a file first: the job's session is open while
+# - The script's pid goes to a file at once: the job's session is open while
 #   the script runs, so whoever asks need not ask tmux (a process a question).
 # - The "Job done" screen is for someone who is looking. With no client
 #   attached the script ends, and the session with it: nothing stays behind
