@@ -132,8 +132,9 @@ class _Sessions:
     held while its process group lives, so that `p stop` can still end it.
 
     A session is open while its one process, the job's script, runs: that
-    is asked of /proc. Only for a script that has not yet said its pid is
-    tmux asked, with one `list-sessions` for all (a process)."""
+    is asked of /proc. Only when /proc cannot tell (a script that has not
+    yet said its pid) is tmux asked, with one `list-sessions` for all (a
+    process)."""
 
     def __init__(self, tmux: Tmux, layout: Layout) -> None:
         self.tmux = tmux
@@ -163,7 +164,8 @@ class _Sessions:
 
 
 def _script_runs(job_dir: str) -> bool | None:
-    """Whether the job's script still runs (None: it has not said its pid)."""
+    """Whether the job's script still runs; None when /proc cannot tell
+    (no pid said yet, or its pid runs something else now), for tmux to say."""
     try:
         with open(os.path.join(job_dir, JobFile.SCRIPT_PID)) as src:
             pid = int(src.read().strip())
@@ -174,8 +176,9 @@ def _script_runs(job_dir: str) -> bool | None:
             argv = src.read().split(b"\0")
     except OSError:
         return False  # gone
-    # Not a later process that got the same pid.
-    return argv[1:2] == [os.fsencode(os.path.join(job_dir, JobFile.SCRIPT))]
+    # `sh <script>`, though not always at argv[1]: under an emulator
+    # (qemu-user's binfmt) the interpreter and the binary's path come first.
+    return True if os.fsencode(os.path.join(job_dir, JobFile.SCRIPT)) in argv[1:] else None
 
 
 class TmuxExecutor:
