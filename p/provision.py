@@ -52,7 +52,7 @@ echo "free_kib=$4"
 AGENT_SH = """\
 holder() {{
     pid=
-    read -r pid < "$1" 2>/dev/null
+    read -r pid 2>/dev/null < "$1"
     case $pid in ''|*[!0-9]*) return 1 ;; esac
     [ -d /proc/"$pid" ] || return 1
     file=$(cd "${{1%/*}}" 2>/dev/null && pwd -P)/${{1##*/}}
@@ -106,8 +106,8 @@ seal() {{ echo {sha}; stat -c '%i %s %y' "$name" 2>/dev/null; }}
 # client probes after all.
 if [ -n {remembered} ]; then
     sealed=
-    {{ IFS= read -r sum && IFS= read -r file && sealed="$sum
-$file"; }} < "$name.sha256" 2>/dev/null
+    {{ {{ IFS= read -r sum && IFS= read -r file && sealed="$sum
+$file"; }} < "$name.sha256"; }} 2>/dev/null
     [ "$sealed" = "$(seal)" ] || {{ echo "{stale}" >&2; exit 1; }}
 elif [ -z "$upload" ]; then
     (umask 077; seal > "$name.sha256")  # the probe found this build installed
@@ -142,7 +142,7 @@ start="{start_file}"
 # On a remembered start, written only when it changed (its first line names
 # its content); a start after a probe writes it whatever it holds.
 head=
-[ -z {remembered} ] || IFS= read -r head < "$start" 2>/dev/null
+[ -z {remembered} ] || IFS= read -r head 2>/dev/null < "$start"
 if [ "$head" != {launch_head} ]; then
     (umask 077; cat > "$start.tmp") <<'P_START_AGENT' && mv -f "$start.tmp" "$start" || exit 1
 {launch}
@@ -162,7 +162,7 @@ name={name}
 lib={lib}
 if [ -n "$lib" ]; then
     complete=
-    read -r complete < "$lib/.complete" 2>/dev/null
+    read -r complete 2>/dev/null < "$lib/.complete"
     if [ "$complete" = {sha} ]; then
         "$lib/p-agent" serve --detach --engine {engine} && exit 0
         rm -rf "$lib"  # it would not start: the binary makes it again
