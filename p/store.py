@@ -336,6 +336,20 @@ class Store:
         self.damaged = [(path, problem) for path, problem in header["damaged"]]
         return index
 
+    def _lines_holding(self, ids: list[str], *, counted: bool = True
+                       ) -> tuple[_Index, dict[str, JobRecord | None]]:
+        """The index as its lines, and the records it holds for ``ids``;
+        made anew from the records when it must be rebuilt or a line asked
+        for holds no job."""
+        index = self._read_lines(counted=counted)
+        if index is not None:
+            try:
+                return index, {job_id: index.get(job_id) for job_id in ids}
+            except (ValueError, Damaged):
+                pass  # a line that holds no job: the records say
+        jobs = self._rebuild_index()
+        return _Index.build(jobs, self.index_path), {job_id: jobs.get(job_id) for job_id in ids}
+
     def _index(self) -> dict[str, JobRecord]:
         jobs = self._read_index()
         if jobs is None:
@@ -395,17 +409,8 @@ class Store:
             record.checked()
         ended = []
         with self._locked():
-            index = self._read_lines(counted=False)
-            befores = {}
-            for record in records:
-                try:
-                    befores[record.id] = None if index is None else index.get(record.id)
-                except (ValueError, Damaged):
-                    index = None  # a line that holds no job: the records say
-            if index is None:
-                jobs = self._rebuild_index()
-                index = _Index.build(jobs, self.index_path)
-                befores = {record.id: jobs.get(record.id) for record in records}
+            # A save need not count the lines: see _read_lines.
+            index, befores = self._lines_holding([record.id for record in records], counted=False)
             for record in records:
                 path = self.record_path(record.id)
                 was = befores[record.id]
@@ -433,14 +438,8 @@ class Store:
         """The job's record; ``event`` names why in the event log."""
         with self._locked():
             path = self.record_path(job_id)
-            index = self._read_lines()
-            try:
-                gone = None if index is None else index.get(job_id)
-            except (ValueError, Damaged):
-                index = None
-            if index is None:
-                jobs = self._rebuild_index()
-                index, gone = _Index.build(jobs, self.index_path), jobs.get(job_id)
+            index, held = self._lines_holding([job_id])
+            gone = held[job_id]
             try:
                 os.unlink(path)
             except FileNotFoundError:
