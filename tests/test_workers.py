@@ -76,6 +76,25 @@ def test_worker_ls_check_probes_all_in_parallel(p: PClient) -> None:
     assert "cannot reach worker gone" in one_line_error(p("gone", "--", "true"))
 
 
+def test_an_agent_takes_forty_connections_at_once(p: PClient) -> None:
+    # Forty names of one worker: forty masters, whose forwarded channels all
+    # reach the one agent at the same moment (as forty `p` started at once).
+    p.register("w1", check=True)
+    config_path = p.home / ".config/p/config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["workers"] = [{**config["workers"][0], "name": f"n{i}"} for i in range(40)]
+    config_path.write_text(yaml.safe_dump(config))
+    for _ in range(3):
+        result = p("worker", "ls")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len([row for row in result.stdout.splitlines()[2:] if row.rstrip().endswith(" ok")]) == 40
+    # None was refused on the way: each was connected at its first try,
+    # none taken for gone and made again the cold way.
+    refused = [line for log in (p.runtime / "p").glob("master-*.log") for line in log.read_text().splitlines()
+               if "open failed" in line]
+    assert not refused, refused[:3]
+
+
 def test_worker_rm_refuses_while_jobs_run(p1: PClient) -> None:
     job = p1("-d", "-n", "--", "sleep", "60", check=True).stdout.strip()
     assert "running job" in one_line_error(p1("worker", "rm", "w1"))

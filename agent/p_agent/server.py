@@ -255,6 +255,11 @@ class Handler(socketserver.StreamRequestHandler):
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: past it the worker's sshd cannot
+    # connect a forwarded channel ("open failed"), and a client taken for
+    # gone goes the cold way. `p worker ls` over fifty names of one worker,
+    # or fifty `p` started at once, connect that many at a time.
+    request_queue_size = 512
 
     def __init__(self, path: str, agent: Agent) -> None:
         self.agent = agent
