@@ -10,7 +10,7 @@ import os
 import subprocess
 from shlex import quote
 
-from p_protocol import ENGINES, VERSION
+from p_protocol import ENGINES, VERSION, WORKER_TOOLS
 from p_protocol.layout import Layout
 
 from . import artifacts, paths
@@ -33,15 +33,6 @@ done
 # What a Slurm login node needs besides (agent/p_agent/slurm.py).
 SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol")
 FACTS_SH = FACTS_SH.replace("{slurm_tools}", " ".join(SLURM_TOOLS))
-
-# Where the workdirs are (the worker's scratch space, see agent/p_agent/scratch.py)
-# and the space left there, in KiB: for `worker ls --check`.
-SPACE_SH = """\
-dir=$(cd "$HOME/.p/workdirs" 2>/dev/null && pwd -P) || dir=$HOME/.p/workdirs
-echo "scratch=${dir%/*}"
-set -- $(df -Pk "$dir" 2>/dev/null | tail -n 1)
-echo "free_kib=$4"
-"""
 
 # A pid file is never trusted by itself: after a reboot or an OOM kill its pid
 # may name any process, a job's included. An agent holds its pid file open,
@@ -186,8 +177,8 @@ def _paths() -> dict[str, str]:
 # ~10 ms (see p/config.py).
 class WorkerFacts:
     def __init__(self, *, system: str, machine: str, home: str, has_tmux: bool, has_rsync: bool,
-                 has_python3: bool, installed: dict[str, str], running: bool, scratch: str | None = None,
-                 free: int | None = None, missing_slurm: tuple[str, ...] = ()) -> None:
+                 has_python3: bool, installed: dict[str, str], running: bool,
+                 missing_slurm: tuple[str, ...] = ()) -> None:
         self.system = system
         self.machine = machine
         self.home = home
@@ -196,18 +187,13 @@ class WorkerFacts:
         self.has_python3 = has_python3
         self.installed = installed  # remote agent file name -> sha256
         self.running = running
-        self.scratch = scratch  # where the workdirs are
-        self.free = free  # bytes free there
         self.missing_slurm = missing_slurm  # of SLURM_TOOLS
 
 
-def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True, space: bool = False) -> WorkerFacts:
-    """The worker's facts; with ``agents``, also its installed agents; with
-    ``space``, where its workdirs are and the space free there."""
+def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True) -> WorkerFacts:
+    """The worker's facts; with ``agents``, also its installed agents."""
     names = " ".join(quote(f"p-agent-{VERSION}{suffix}") for suffix in ("", ".pyz"))
     script = PROBE_SH.format(names=names, **_paths()) if agents else FACTS_SH
-    if space:
-        script += SPACE_SH
     output = transport.run_script(script, timeout=timeout)
     facts: dict[str, str] = {}
     installed: dict[str, str] = {}
@@ -229,18 +215,21 @@ def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True, s
         has_python3=facts.get("has_python3") == "1",
         installed=installed,
         running=facts.get("running") == "1",
-        scratch=facts.get("scratch") or None,
-        free=int(facts["free_kib"]) * 1024 if facts.get("free_kib", "").isdigit() else None,
         missing_slurm=tuple(tool for tool in SLURM_TOOLS if facts.get(f"has_{tool}") != "1"),
     )
 
 
 def check_tools(transport: Transport, facts: WorkerFacts) -> None:
-    missing = [tool for tool, present in (("tmux", facts.has_tmux), ("rsync", facts.has_rsync))
-               if not present]
+    present = {"tmux": facts.has_tmux, "rsync": facts.has_rsync}
+    missing = [tool for tool in WORKER_TOOLS if not present[tool]]
     if missing:
-        raise PError(f"worker {transport.worker.name} lacks {' and '.join(missing)}; "
-                     f"install {' and '.join(missing)} there (e.g. `apt install {' '.join(missing)}`)")
+        raise lacking(transport.worker.name, missing)
+
+
+def lacking(worker_name: str, missing: list[str]) -> PError:
+    """A worker without the tools of WORKER_TOOLS named in ``missing``."""
+    return PError(f"worker {worker_name} lacks {' and '.join(missing)}; "
+                  f"install {' and '.join(missing)} there (e.g. `apt install {' '.join(missing)}`)")
 
 
 def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = False,

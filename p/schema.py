@@ -94,9 +94,9 @@ WORKER: Table = (
     ("default", "boolean", None, "whether it is the default worker"),
     ("ssh_config", "string", "none set for it", "the ssh config file used for it"),
     ("engine", "string", None, "what runs its jobs (`tmux` or `slurm`)"),
-    ("check", "check", "without `--check`", "what probing it found"),
+    ("check", "check", "without `--check`", "what its agent found there (the `check` request)"),
     ("pools", "strings", None, "the pools it is in (`p @POOL -- cmd`), as this client's config says"),
-    ("state", "worker_state", "when its agent did not answer within 5 s", "what its agent said"),
+    ("state", "worker_state", "when its agent did not answer within 5 s (20 s with `--check`)", "what its agent said"),
     ("problem", "string", "when its agent answered", "why it did not, as one line"),
 )
 WORKER_STATE: Table = (
@@ -116,7 +116,7 @@ CHECK: Table = (
     ("ok", "boolean", None, "whether it answered and has what p needs"),
     ("arch", "string", "unless ok", "its `uname -m`"),
     ("scratch", "string", "unless ok", "where its workdirs and spare copies live"),
-    ("free", "integer", "unless ok, or when df did not say", "bytes free there"),
+    ("free", "integer", "unless ok", "bytes free there"),
     ("problem", "string", "when ok", "what is wrong, as one line"),
 )
 TABLES: dict[str, Table] = {"job": JOB, "show": SHOW, "rusage": RUSAGE, "event": EVENT, "worker": WORKER,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 VERSION = "0.1.0"
-PROTOCOL = 16
+PROTOCOL = 17
 
 # A job id is a lowercase hex UUID4 without dashes; anything else from the
 # command line or from a worker is refused before it can reach a path or shell.
@@ -42,6 +42,9 @@ SPARE_KEY_RE = re.compile(r"^[0-9a-f]{16}$")
 # What may run a worker's jobs (agent/p_agent/executor.py); a worker's config
 # names one, the first by default, and the agent is started with it.
 ENGINES = ("tmux", "slurm")
+# What a worker must have on its PATH, whatever its engine: tmux, which holds
+# the jobs, and rsync, which receives the syncs.
+WORKER_TOOLS = ("tmux", "rsync")
 # Seconds between SIGTERM and SIGKILL: what `p stop` waits by default, and
 # what a job past its --timeout gets.
 STOP_GRACE = 10.0

@@ -53,6 +53,7 @@ class Op(str, Enum):
     SCRATCH = "scratch"
     EVENTS = "events"
     INFO = "info"
+    CHECK = "check"
     CONFIGURE = "configure"
     APPROVE = "approve"
     REJECT = "reject"
@@ -221,6 +222,10 @@ SPECS: dict[Op, Spec] = {
                     "after the reply; `follow`: then each new one as it comes, never ending (an empty "
                     "line every 5 s while none does)", streams=True),
     Op.INFO: Spec((), (F("worker", "info"),), "the worker's slots, queue, GPUs, drain, approval and load"),
+    Op.CHECK: Spec((), (F("machine", "text"), F("missing", "strs"), F("scratch", "str"), F("free", "count")),
+                   "what `p worker ls --check` shows: the machine (as `uname -m` says), which of the tools a "
+                   "worker needs (tmux, rsync) its PATH lacks, where workdirs and spares live and the bytes "
+                   "free there"),
     Op.CONFIGURE: Spec((F("slots", "count", optional=True), F("gpus", "gpus", optional=True),
                         F("drained", "bool", optional=True), F("approval", "bool", optional=True)),
                        (F("worker", "info"),),

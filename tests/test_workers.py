@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from conftest import PClient
 from helpers import one_line_error
@@ -58,7 +60,7 @@ def test_duplicate_name_and_unknown_worker(p1: PClient) -> None:
     assert "unknown worker" in one_line_error(p1("worker", "default", "nosuch"))
 
 
-def test_worker_ls_check_probes_all_in_parallel(p: PClient) -> None:
+def test_worker_ls_check_asks_all_in_parallel(p: PClient) -> None:
     p.register("w1", check=True)
     p.register("w2", check=True)
     # Registered while reachable, then its sshd "moved": a dead port.
@@ -93,6 +95,24 @@ def test_an_agent_takes_forty_connections_at_once(p: PClient) -> None:
     refused = [line for log in (p.runtime / "p").glob("master-*.log") for line in log.read_text().splitlines()
                if "open failed" in line]
     assert not refused, refused[:3]
+
+
+def test_worker_ls_check_sees_a_tool_gone_since_the_agent_started(p: PClient) -> None:
+    # The worker's agent runs; then rsync leaves its PATH (here: the PATH
+    # directory noslurm's sessions get, shared by that worker's agent).
+    p.register("noslurm", check=True)
+    assert p("worker", "ls", "--check").returncode == 0
+    rsync = Path(p.sshd.root) / "path-noslurm" / "rsync"
+    target = rsync.readlink()
+    rsync.unlink()
+    try:
+        result = p("worker", "ls", "--check")
+        assert result.returncode == 1
+        row = result.stdout.splitlines()[2]
+        assert row.startswith("noslurm ") and "lacks rsync; install rsync there" in row, result.stdout
+    finally:
+        rsync.symlink_to(target)
+    assert p("worker", "ls", "--check").returncode == 0
 
 
 def test_worker_rm_refuses_while_jobs_run(p1: PClient) -> None:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from p_protocol import PROTOCOL, VERSION, ProtocolError
+from p_protocol import PROTOCOL, VERSION, WORKER_TOOLS, ProtocolError
 from p_protocol.jobspec import JobSpec
 from p_protocol.layout import Layout
 from p_protocol.wire import SPECS, check_request, decode, encode, error, ok
@@ -137,6 +137,13 @@ class Agent:
 
     def on_info(self, _: dict[str, Any]) -> dict[str, Any]:
         return ok(worker=self._info())
+
+    def on_check(self, _: dict[str, Any]) -> dict[str, Any]:
+        import shutil  # only here: the agent's start does without it
+
+        scratch, free = self.jobs.scratch(None)
+        return ok(machine=os.uname().machine, missing=[tool for tool in WORKER_TOOLS if shutil.which(tool) is None],
+                  scratch=scratch, free=free)
 
     def on_configure(self, request: dict[str, Any]) -> dict[str, Any]:
         was = self.jobs.queue.settings.drained

@@ -13,9 +13,9 @@ from p_protocol.wire import Op
 from .. import config as config_module
 from .. import link as link_module
 from .. import output, provision
-from ..config import ALL_POOL, Config, Worker
+from ..config import ALL_POOL, Worker
 from ..errors import PError
-from ..placement import Answer, survey
+from ..placement import SURVEY_SECONDS, Answer, survey
 from ..ssh import Transport, host_of, split_connection
 from ..store import Store
 from ..table import render, size
@@ -209,15 +209,14 @@ def ls(check: bool, as_json: bool = False) -> int:
     if not config.workers and not as_json:
         output.say("p: no worker registered; add one with `p worker register user@host`")
         return 0
+    # Every agent asked at once (a cold one started first): its INFO, and
+    # with --check what it finds on its worker (Op.CHECK), over its link.
+    answers = survey(config, config.workers, CHECK_TIMEOUT if check else SURVEY_SECONDS,
+                     keep_links=check) if config.workers else []
     checks: list[dict[str, object] | None] = [None] * len(config.workers)
-    answers: list[Answer] = []
-    if config.workers:
-        # Probing (--check) and asking the agents run side by side.
-        with ThreadPoolExecutor(max_workers=min(64, len(config.workers)) + 1) as pool:
-            probed = pool.map(lambda w: _check(config, w), config.workers) if check else None
-            answers = survey(config, config.workers)
-            if probed is not None:
-                checks = list(probed)
+    if check and answers:
+        with ThreadPoolExecutor(max_workers=min(64, len(answers))) as pool:
+            checks = list(pool.map(_check, answers))
     failed = any(result is not None and not result["ok"] for result in checks)
     if as_json:
         print(json.dumps([{"name": w.name, "connection": w.connection, "default": w.name == config.default_worker,
@@ -263,15 +262,20 @@ def _usage(answer: Answer) -> list[str]:
     return [slots, str(info["queued"]), gpus, state]
 
 
-def _check(config: Config, worker: Worker) -> dict[str, object]:
-    """What probing the worker found (as `p worker ls --json` shows it)."""
+def _check(answer: Answer) -> dict[str, object]:
+    """What the worker's agent found there (as `p worker ls --json` shows it),
+    or why it could not be asked."""
     try:
-        transport = Transport(config, worker)
-        facts = provision.probe(transport, timeout=CHECK_TIMEOUT, agents=False, space=True)
-        provision.check_tools(transport, facts)
+        if answer.link is None:
+            raise PError(answer.problem or f"worker {answer.worker.name} did not answer")
+        found = answer.link.agent.request(Op.CHECK)
+        if found["missing"]:
+            raise provision.lacking(answer.worker.name, found["missing"])
     except PError as exc:
         return {"ok": False, "arch": None, "scratch": None, "free": None, "problem": exc.message}
-    return {"ok": True, "arch": facts.machine, "scratch": facts.scratch or None, "free": facts.free, "problem": None}
+    finally:
+        answer.close()
+    return {"ok": True, "arch": found["machine"], "scratch": found["scratch"], "free": found["free"], "problem": None}
 
 
 def rm(name: str) -> int:
