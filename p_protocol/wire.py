@@ -214,7 +214,7 @@ SPECS: dict[Op, Spec] = {
     Op.RESOLVE: Spec((ID, F("path", "str")), (F("path", "str"), F("is_dir", "bool")),
                      "a path inside the job's workdir, symlinks resolved; escapes are refused"),
     Op.WORKDIRS: Spec((F("ids", "ids"),), (F("present", "ids"),), "which of the jobs' workdirs exist"),
-    Op.SCRATCH: Spec((F("path", "str", optional=True, nullable=True),), (F("path", "str"), F("free", "count")),
+    Op.SCRATCH: Spec((F("path", "str", optional=True, nullable=True),), (F("path", "text"), F("free", "count")),
                      "where workdirs and spares live and the bytes free there; `path`: move them there "
                      "first (refused while jobs run)"),
     Op.EVENTS: Spec((F("offset", "count"), F("follow", "bool", optional=True)), (F("size", "count"),),
@@ -222,7 +222,7 @@ SPECS: dict[Op, Spec] = {
                     "after the reply; `follow`: then each new one as it comes, never ending (an empty "
                     "line every 5 s while none does)", streams=True),
     Op.INFO: Spec((), (F("worker", "info"),), "the worker's slots, queue, GPUs, drain, approval and load"),
-    Op.CHECK: Spec((), (F("machine", "text"), F("missing", "strs"), F("scratch", "str"), F("free", "count")),
+    Op.CHECK: Spec((), (F("machine", "text"), F("missing", "strs"), F("scratch", "text"), F("free", "count")),
                    "what `p worker ls --check` shows: the machine (as `uname -m` says), which of the tools a "
                    "worker needs (tmux, rsync) its PATH lacks, where workdirs and spares live and the bytes "
                    "free there"),

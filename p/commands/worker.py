@@ -6,7 +6,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from p_protocol import ENGINES, VERSION, WORKER_NAME_RE
+from p_protocol import ENGINES, VERSION, WORKER_NAME_RE, WORKER_TOOLS
 from p_protocol.jobspec import SLURM_NAME_RE, sbatch_arg_problem
 from p_protocol.wire import Op
 
@@ -269,8 +269,9 @@ def _check(answer: Answer) -> dict[str, object]:
         if answer.link is None:
             raise PError(answer.problem or f"worker {answer.worker.name} did not answer")
         found = answer.link.agent.request(Op.CHECK)
-        if found["missing"]:
-            raise provision.lacking(answer.worker.name, found["missing"])
+        missing = [tool for tool in WORKER_TOOLS if tool in found["missing"]]  # no other name is printed
+        if missing:
+            raise provision.lacking(answer.worker.name, missing)
     except PError as exc:
         return {"ok": False, "arch": None, "scratch": None, "free": None, "problem": exc.message}
     finally:
