@@ -174,7 +174,7 @@ class Transport:
                 os.replace(link, self.control_path)  # atomic: no ssh sees no master
                 self._master_up = True
             if result is None:
-                raise PError(f"worker {self.worker.name} did not answer within {timeout:.0f}s", exit_code=LINK_LOST)
+                raise self._no_answer(timeout)
             if result.returncode == 255 or not self._master_up:
                 with open(self.master_log, errors="replace") as log:
                     raise self.explain(log.read() + stderr)
@@ -264,7 +264,7 @@ class Transport:
                     self.ssh_argv("sh -s"), input=script, capture_output=True, text=True, timeout=timeout,
                 )
             except subprocess.TimeoutExpired:
-                raise PError(f"worker {self.worker.name} did not answer within {timeout:.0f}s") from None
+                raise self._no_answer(timeout) from None
             if result.returncode == 255:
                 raise self.explain(result.stderr)
             if forward is not None and result.returncode == 0:
@@ -272,6 +272,12 @@ class Transport:
         if result.returncode != 0:
             raise PError(f"worker {self.worker.name}: {_last_line(result.stderr) or 'command failed'}")
         return result.stdout
+
+    def _no_answer(self, timeout: float) -> PError:
+        """A script with no answer in time, over a new master or one up: the
+        link's failure (as ssh's own 255), not the script's, so a start from
+        remembered facts is not taken for stale and waited on again."""
+        return PError(f"worker {self.worker.name} did not answer within {timeout:g} s", exit_code=LINK_LOST)
 
     def explain(self, stderr: str) -> PError:
         """Turn ssh's complaint into one line that says what to do; the exit

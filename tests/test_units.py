@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import uuid
 from pathlib import Path
 
 import pytest
 from p_agent.tmux import session_name
 
-from p.errors import PError
+from p.config import Config, Worker
+from p.errors import LINK_LOST, PError
 from p.main import parse_run
 from p.output import LogWriter
-from p.ssh import split_connection
+from p.ssh import Transport, split_connection
 from p.store import JobRecord, Store
 from p_protocol import ProtocolError, checked_job_id
 from p_protocol.jobspec import JobSpec
@@ -46,6 +48,29 @@ def test_split_connection() -> None:
     for bad in ("-oProxyCommand=x", "user@host:port", "a b", ""):
         with pytest.raises(PError):
             split_connection(bad)
+
+
+def test_a_script_unanswered_in_time_over_a_master_is_a_lost_link(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A master is up (something listens on its socket), and the worker
+    # answers nothing: here an ssh that never returns.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh").write_text("#!/bin/sh\nexec sleep 30\n")
+    (fake / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    transport = Transport(Config(), Worker("w1", "w1"))
+    master = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    master.bind(transport.control_path)
+    master.listen()
+    try:
+        with pytest.raises(PError) as raised:
+            transport.run_script("true\n", timeout=0.2)
+    finally:
+        master.close()
+    assert raised.value.exit_code == LINK_LOST
+    assert raised.value.message == "worker w1 did not answer within 0.2 s"
 
 
 def test_job_ids_are_checked_before_reaching_paths() -> None:
