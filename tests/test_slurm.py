@@ -4,6 +4,7 @@ login node one of the tests' sshd workers, `p` run as a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -74,6 +75,10 @@ def test_submit_with_sync_streams_and_exits_with_the_jobs_status(ps: PClient, sl
     # A client that starts afresh (no master, no cache) sees the same.
     ps.close_masters()
     assert refreshed(ps, str(job["id"]))["status"] == "done"
+    # The login node's agent answers `worker ls --check` as any worker's does.
+    [checked] = json.loads(ps("worker", "ls", "--check", "--json", check=True).stdout)
+    assert checked["engine"] == "slurm" and checked["check"]["ok"] is True, checked
+    assert checked["check"]["arch"] == os.uname().machine and checked["check"]["free"] > 0
 
 
 def test_queued_behind_a_job_holding_every_cpu_then_stopped(ps: PClient, slurm: SlurmCluster) -> None:
