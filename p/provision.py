@@ -190,11 +190,10 @@ class WorkerFacts:
         self.missing_slurm = missing_slurm  # of SLURM_TOOLS
 
 
-def probe(transport: Transport, timeout: float = 60.0, *, agents: bool = True) -> WorkerFacts:
-    """The worker's facts; with ``agents``, also its installed agents."""
+def probe(transport: Transport) -> WorkerFacts:
+    """The worker's facts, its installed agents among them."""
     names = " ".join(quote(f"p-agent-{VERSION}{suffix}") for suffix in ("", ".pyz"))
-    script = PROBE_SH.format(names=names, **_paths()) if agents else FACTS_SH
-    output = transport.run_script(script, timeout=timeout)
+    output = transport.run_script(PROBE_SH.format(names=names, **_paths()), timeout=60.0)
     facts: dict[str, str] = {}
     installed: dict[str, str] = {}
     for line in output.splitlines():
