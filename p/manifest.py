@@ -224,7 +224,7 @@ class Manifest:
 
 
 def _file(cwd: str, worker: str) -> str:
-    name = hashlib.sha256(f"{worker}\0{cwd}".encode(errors="surrogateescape")).hexdigest()[:32]
+    name = paths.name_digest(f"{worker}\0{cwd}", 32)
     return os.path.join(paths.cache_dir(), "manifests", name)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -31,6 +30,8 @@ from . import config as config_module
 from . import events
 from .errors import PError
 
+# subprocess is imported where a process starts: every job's end comes
+# here (Store.save), and most configs notify nobody (~3 ms of `p -- cmd`).
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
     from .store import JobRecord
@@ -60,6 +61,8 @@ def watch(job_id: str) -> None:
 
 
 def _spawn(args: list[str], stdin_text: str) -> None:
+    import subprocess
+
     try:
         helper = subprocess.Popen([sys.executable, "-m", "p.notify", *args], stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -85,6 +88,8 @@ def _run_hooks(shown: list[dict[str, object]]) -> None:
 
 
 def _run_command(command: str, job: dict[str, object]) -> None:
+    import subprocess
+
     exit_code = job.get("exit_code")
     env = {**os.environ, "P_JOB_ID": str(job["id"]), "P_EXIT": "" if exit_code is None else str(exit_code),
            "P_STATUS": str(job["status"]), "P_WORKER": str(job["worker"])}
@@ -101,6 +106,7 @@ def _run_command(command: str, job: dict[str, object]) -> None:
 def _desktop(job: dict[str, object]) -> None:
     """A desktop notification where `notify-send` exists; silently none elsewhere."""
     import shutil  # only here, in the helper: it costs every job's end ~2 ms to import
+    import subprocess
 
     if shutil.which("notify-send") is None:
         return

@@ -59,3 +59,18 @@ def runtime_dir() -> str:
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def name_digest(text: str, length: int = 16) -> str:
+    """A file name for ``text`` (a worker's sockets, a directory's spare):
+    hex of its SHA-256. CPython's own module computes it: hashlib would
+    load OpenSSL first, ~2 ms of every command's start for a few bytes
+    (big data is hashed with hashlib, which is faster at that)."""
+    try:
+        from _sha2 import sha256  # Python 3.12 and later
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[no-redef]  # Python 3.9 to 3.11
+        except ImportError:  # a Python built without it
+            from hashlib import sha256  # type: ignore[no-redef]
+    return sha256(text.encode(errors="surrogateescape")).hexdigest()[:length]

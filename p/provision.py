@@ -4,7 +4,6 @@ this exact build (same version and sha256), then one start."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -247,16 +246,16 @@ def ensure_agent(transport: Transport, facts: WorkerFacts, *, restart: bool = Fa
     upload = "" if up_to_date else _upload(transport, artifact)
     launcher = "python3" if artifact.kind == "zipapp" else ""
     # Named by the binary's sha256 (hex, so safe unquoted inside the quotes).
-    paths = _paths()
-    lib = f'"{paths["lib_dir"]}/{artifact.sha256[:16]}"' if artifact.kind == "binary" else '""'
+    where = _paths()
+    lib = f'"{where["lib_dir"]}/{artifact.sha256[:16]}"' if artifact.kind == "binary" else '""'
     engine = quote(transport.worker.engine or ENGINES[0])
     launch = LAUNCH_SH.format(name=quote(artifact.remote_name), lib=lib, engine=engine,
-                              sha=quote(artifact.sha256), launcher=launcher, **paths)
-    head = f"# p-agent launcher {hashlib.sha256(launch.encode()).hexdigest()[:16]}"
+                              sha=quote(artifact.sha256), launcher=launcher, **where)
+    head = f"# p-agent launcher {paths.name_digest(launch)}"
     script = START_SH.format(upload=quote(upload), name=quote(artifact.remote_name), lib=lib,
                              sha=quote(artifact.sha256), restart=quote("1" if restart else ""),
                              remembered=quote("1" if remembered else ""), stale=STALE,
-                             launch=f"{head}\n{launch}", launch_head=quote(head), **paths)
+                             launch=f"{head}\n{launch}", launch_head=quote(head), **where)
     try:
         transport.run_script(script, timeout=120.0, forward=forward)
     except PError as exc:

@@ -15,7 +15,7 @@ import posixpath
 from p_protocol.states import State
 from p_protocol.wire import Op
 
-from . import output, sync
+from . import output
 from .errors import PError
 from .link import Link
 from .store import JobRecord
@@ -39,6 +39,8 @@ def fetch(link: Link, record: JobRecord, relative: str, dest: str) -> None:
         source = resolved["path"].rstrip("/") + "/"  # the whole workdir's contents
     else:
         source = resolved["path"]
+    from . import sync  # here: a job with nothing to pull needs no rsync (startup)
+
     sync.pull(link.transport, source, dest)
 
 

@@ -9,17 +9,20 @@ OpenSSH keeps the first value it sees for each option.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shlex
-import subprocess
 import sys
 
 from . import paths
 from .config import Config, Worker
 from .errors import LINK_LOST, PError
 from .fsutil import private_open
+
+# subprocess and shlex are imported where a process is run: a warm link
+# runs none, and they cost every command's start ~2 ms.
+TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
+if TYPE_CHECKING:
+    import subprocess
 
 CONTROL_PERSIST = "600"
 CONNECT_TIMEOUT = "10"
@@ -63,7 +66,7 @@ class Transport:
     def key(self) -> str:
         """Names this worker's sockets; changes when its connection does."""
         text = "\0".join([self.worker.name, self.worker.connection, *self.user_options])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return paths.name_digest(text)
 
     @property
     def control_path(self) -> str:
@@ -100,6 +103,8 @@ class Transport:
 
     def rsync_shell(self) -> str:
         """The ``-e`` of rsync: ssh with the same options and master."""
+        import shlex
+
         return shlex.join(["ssh", *self.options(), "-o", "ControlMaster=no"])
 
     # -- the master -----------------------------------------------------------
@@ -130,6 +135,8 @@ class Transport:
         """Start a master unless one is up; with ``script``, the master's
         first session runs it (`sh -s`) and the master holds ``forward``
         (see run_script). None when a master was up already."""
+        import subprocess
+
         if self._master_up or self.master_alive():
             self._master_up = True
             return None
@@ -224,6 +231,8 @@ class Transport:
         An earlier forward of the same socket is cancelled first: the master
         would otherwise answer "ok" and keep its dead listener.
         """
+        import subprocess
+
         self.cancel_forward(local, remote)
         if local.startswith("/") and os.path.lexists(local):
             # Left by a master that is gone or was put aside (its sessions
@@ -241,10 +250,14 @@ class Transport:
                          f"{_last_line(result.stderr) or 'ssh -O forward failed'}", exit_code=LINK_LOST)
 
     def cancel_forward(self, local: str, remote: str) -> None:
+        import subprocess
+
         subprocess.run(["ssh", *self.options(), "-O", "cancel", "-L", f"{local}:{remote}", "--", self.target],
                        stdin=subprocess.DEVNULL, capture_output=True)
 
     def close_master(self) -> None:
+        import subprocess
+
         subprocess.run(["ssh", *self.options(), "-O", "exit", "--", self.target],
                        stdin=subprocess.DEVNULL, capture_output=True)
 
@@ -257,6 +270,8 @@ class Transport:
         process, not two. ``forward``: (local, remote) as in ``forward``,
         set up once the script ran (by that new master: one process more
         saved, and the two of ``forward``)."""
+        import subprocess
+
         result = self._start_master(script, forward, timeout)
         if result is None:
             try:
@@ -288,6 +303,8 @@ class Transport:
         name, conn = self.worker.name, self.worker.connection
         text = stderr.strip()
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            import shlex
+
             command = shlex.join(["ssh", *self.user_options, *(["-p", self.port] if self.port else []),
                                   self.target])
             return (f"the host key of {conn} is unknown or has changed; check it with "

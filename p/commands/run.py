@@ -3,10 +3,8 @@ attach (or stream). The job spec flags (p/verbs.py) make a JobSpec."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 import sys
 import time
 
@@ -24,23 +22,26 @@ from p_protocol.jobspec import (
 from p_protocol.states import State
 from p_protocol.wire import Op
 
-from .. import config, events, manifest, output, paths, results, sync
+from .. import config, events, output, paths, results
 from .. import link as link_module
 from ..agent_client import AgentRefused
 from ..errors import PError, Terminated
 from ..fsutil import atomic_write
-from ..joblink import wait_for_start, waiting_line
 from ..link import Link
 from ..reconcile import apply
 from ..relink import Relink
 from ..results import checked_relative, pull_results
 from ..store import UNKNOWN, JobRecord, Store, new_job_id
 from ..verbs import RUN_VALUE_USAGE
-from .attach import attach_session
 
+# The sync's modules (p.sync, p.manifest: processes, threads, hashes) and
+# the attached terminal's are imported where they are needed: a run with
+# `-n`, off a terminal, needs neither, and they cost its start ~4 ms.
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
     from typing import Any
+
+    from .. import manifest
 
 
 # The most bytes of file names `_unblind` hands one `rm` (the worker's
@@ -60,6 +61,8 @@ def run(worker_name: str | None, words: list[str], *, no_sync: bool, detach: boo
     # the worker never needs it.
     excludes = [value for kind, value in job_spec if kind == "exclude"]
     if dry_run_sync:
+        from .. import sync
+
         return sync.print_plan(os.getcwd(), excludes)
     # Before any connection: a bad env file or a missing secret costs nothing,
     # and neither does a local port in use.
@@ -91,6 +94,8 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
     store = Store()
     walk = None
     if not no_sync and same_files_as is None:
+        from .. import manifest, sync
+
         sync.push_filter(cwd, excludes)  # a .pignore that cannot be read: before any connection
         # The directory as it is now, walked while the worker prepares: if
         # it is as last synced there, the sync may be skipped (p/manifest.py).
@@ -164,6 +169,8 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
                 ports.say_started(ports.start_background(record.id, remote, local))
         if detach:
             if in_queue:
+                from ..joblink import waiting_line
+
                 output.say(waiting_line(record))
             print(record.id, flush=True)
             return 0
@@ -172,6 +179,8 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
         raise
     argv = started["argv"]
     if in_queue:
+        from ..joblink import wait_for_start
+
         view, link = wait_for_start(link, record, stream=not tty)
         if view is not None:
             record = apply(record, view)
@@ -181,6 +190,8 @@ def launch(worker_name: str | None, spec: JobSpec, secrets: dict[str, str], *, n
                 return output.exit_status(record)
             argv = link.agent.request(Op.ATTACH, id=record.id, ctrl_c_detaches=ctrl_c_detaches)["argv"]
     if argv is not None:
+        from .attach import attach_session
+
         link.close()
         return attach_session(link, record, argv, ctrl_c_detaches)
     return _stream(link, store, record)
@@ -191,6 +202,8 @@ def _sync(link: Link, store: Store, record: JobRecord, cwd: str, excludes: list[
     """Bring the job's workdir to what ``cwd`` holds: the worker hands over
     the spare copy of the last sync, and rsync updates it, unless nothing
     changed since the sync that spare is an exact copy of (p/manifest.py)."""
+    from .. import manifest, sync
+
     worker = link.worker.name
     last = manifest.load(cwd, worker)
     filter_rules = sync.push_filter(cwd, excludes)
@@ -343,6 +356,8 @@ def _full_disk(link: Link, failure: BaseException) -> str | None:
     rsync says so, or only of a broken pipe (its receiver died of it)."""
     if not isinstance(failure, PError):
         return None
+    from .. import sync
+
     scratch = link.agent.request(Op.SCRATCH, path=None)
     return scratch["path"] if isinstance(failure, sync.NoSpace) or scratch["free"] < 1 << 20 else None
 
@@ -459,6 +474,8 @@ def _confirm_sensitive(cwd: str, worker: str, assume_yes: bool, excludes: list[s
     """Syncing what looks like credentials takes a yes: asked on a terminal
     (once for a set of such files in a directory), `--yes` off one. Whether
     there were such files."""
+    from .. import sync
+
     found = sync.sensitive_files(cwd, excludes)
     if not found or assume_yes:
         return bool(found)
@@ -496,7 +513,9 @@ def _allowed_sensitive() -> dict[str, list[str]]:
 
 def _spare_key(cwd: str) -> str:
     """Names this machine's directory on the worker (see Op.PREPARE)."""
-    return hashlib.sha256(f"{socket.gethostname()}\0{cwd}".encode()).hexdigest()[:16]
+    import socket
+
+    return paths.name_digest(f"{socket.gethostname()}\0{cwd}")
 
 
 def _terminal_size() -> tuple[int, int]:
