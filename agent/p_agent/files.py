@@ -14,18 +14,23 @@ TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
     from typing import Any
 
-# Waiters poll job files: quick at first, so a short job's end is seen within
-# a few milliseconds (a poll costs a few stat calls), slower for long jobs.
-POLL_FIRST = 0.002
+# Waiters poll job files: every millisecond for the first ten (a short
+# job, such as `p -- true`, ends within them, and a poll costs a few stat
+# calls), then less and less often, so a long job costs nothing noticeable.
+POLL_QUICK = 0.001
+QUICK_POLLS = 10
+POLL_SLOW = 0.002  # where the backing off starts
 POLL_MAX = 0.25
-# Of those polls, one in this many (the first after ~0.1 s) also asks the
-# engine whether the job is gone (which may cost a process, such as
-# `tmux list-sessions`).
+# Of those polls, one in this many (the first after ~15 ms, then ~0.15 s,
+# then every ~3 s) also asks the engine whether the job is gone (which may
+# cost a process, such as `tmux list-sessions`).
 ASK_ENGINE_EVERY = 12
 
 
 def poll_intervals() -> Iterator[float]:
-    delay = POLL_FIRST
+    for _ in range(QUICK_POLLS):
+        yield POLL_QUICK
+    delay = POLL_SLOW
     while True:
         yield delay
         delay = min(POLL_MAX, delay * 1.25)

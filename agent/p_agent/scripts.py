@@ -25,6 +25,8 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   session of its own (`setsid`: no controlling terminal to open as
 #   /dev/tty) and without TERM. `cat` copies the pipe (a fifo, unlinked once
 #   open) into the pane, so the output is captured and shown as for any job.
+#   The tmux engine makes the fifo as it writes this script: a process
+#   fewer while the job starts (an engine that does not, this script makes).
 #   The end marker below goes through the same pipe, behind the job's last
 #   byte; whatever a background process of the job writes later is not the
 #   job's output, and does not hold up its end.
@@ -48,6 +50,8 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   swallows, so no screen shows it) travels the same way as the job's
 #   output: once it is in output.log, all of the job's output is before it,
 #   and that length goes to `log_end`, so readers leave out marker and banner.
+#   It is sent first, and travels while `ended_at` is recorded: looked for
+#   then, it is there already (no wait, no `sleep` process).
 # - `times` just before the job and just after it (the shell's builtin, so
 #   no process of its own): the children's line grows by the CPU time of the
 #   job's processes (see rusage.py). Not with a launcher (srun), whose
@@ -92,9 +96,9 @@ trap : INT
 {times_after}[ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
 [ ! -f "$job/{timed_out}" ] || code=124
 [ ! -e "$job/{secrets}" ] || rm -f "$job/{secrets}"
+printf '{marker_printf}{marker_after}'{marker_to}
 end=$(now)
 record {ended_at} "$end"
-printf '{marker_printf}{marker_after}'{marker_to}
 n=0
 until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
     [ $n -lt 520 ] || break
@@ -158,10 +162,10 @@ sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; {load_env}cd "$2" || exit 1; exec {lau
 code=$?"""
 
 NO_TTY_START = """\
-mkfifo -m 600 "$job/output.fifo"
-cat "$job/output.fifo" &
-exec 3>"$job/output.fifo"
-rm -f "$job/output.fifo"
+[ -p "$job/{fifo}" ] || mkfifo -m 600 "$job/{fifo}"
+cat "$job/{fifo}" &
+exec 3>"$job/{fifo}"
+rm -f "$job/{fifo}"
 detach=setsid
 command -v setsid >/dev/null 2>&1 || {{ detach=; set -m; }}
 $detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE
@@ -278,6 +282,10 @@ printf '[%s] %d:%02d:%02d' "$state" $((s / 3600)) $((s % 3600 / 60)) $((s % 60))
 """
 
 
+# The pipe of a job started off a terminal (see RUN_SH), in its directory.
+OUTPUT_FIFO = "output.fifo"
+
+
 def end_marker(job_id: str) -> bytes:
     return f"\033]7777;p-end-{job_id}\007".encode()
 
@@ -321,7 +329,7 @@ def run_sh(job_id: str, job_dir: str, workdir: str, command: str, tmux_socket: s
         times_after="" if launcher else f'times >> "$job/{JobFile.CPU_TIMES}"\n',
         kick=KICK.format(queue=quote(layout.queue_file), agent_start=quote(layout.agent_launcher()),
                          pidfile=quote(layout.agent_pidfile())) if layout is not None else "",
-        start=start.format(pgid=JobFile.PGID, command=quote(command), workdir=quote(workdir),
+        start=start.format(pgid=JobFile.PGID, fifo=OUTPUT_FIFO, command=quote(command), workdir=quote(workdir),
                            load_env=LOAD_ENV.format(env=JobFile.ENV, secrets=JobFile.SECRETS),
                            launcher="".join(word + " " for word in launcher or [])),
         secrets=JobFile.SECRETS,

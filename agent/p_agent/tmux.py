@@ -212,6 +212,8 @@ class TmuxExecutor:
                                   self.layout.events_log, tty=job.tty,
                                   expect_client=job.expect_client, timeout=job.spec.timeout,
                                   capped=job.spec.max_output is not None, layout=self.layout))
+        if not job.tty:
+            os.mkfifo(path(job.job_dir, scripts.OUTPUT_FIFO), 0o600)
         awk_file = None
         if job.spec.max_output is not None:
             awk_file = path(job.job_dir, JobFile.CAPTURE)
