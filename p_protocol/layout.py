@@ -43,10 +43,11 @@ class JobFile:
     # The pid of the job's script, the one process of its session:
     # while it runs, the session is open (tmux need not be asked).
     SCRIPT_PID = "run.pid"
-    # The end files' space, reserved when the job starts (``ended_at.pending``...):
-    # they are filled in place, then renamed, so a full disk cannot lose the
+    # The end files' space, reserved when the job starts (``pending/ended_at``...):
+    # they are filled in place, then moved into the job's directory (one
+    # `mv` for the three, ``exitcode`` last), so a full disk cannot lose the
     # job's end. Their values may be padded with spaces to END_FILE_SIZE.
-    PENDING = ".pending"
+    PENDING = "pending"
     # Left by a job script that could record its end in no way: the one
     # sign that names the cause (a full disk) rather than guessing it.
     END_FAILED = "end.failed"

@@ -100,7 +100,7 @@ def stream_to_a_full_disk(p1: PClient, jobs: Path, *, reserved_space: bool) -> t
         assert process.stdout is not None
         assert process.stdout.readline() == "started\n"
         if not reserved_space:
-            for reserved in jobs.glob("*/*.pending"):
+            for reserved in jobs.glob("*/pending/*"):
                 reserved.unlink()
         fill(jobs)
         _, stderr = process.communicate(timeout=30)

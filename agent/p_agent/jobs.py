@@ -21,7 +21,7 @@ from p_protocol.states import State
 
 from . import events, rusage, scratch
 from .executor import Executor, JobStart
-from .files import ASK_ENGINE_EVERY, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
+from .files import ASK_ENGINE_EVERY, create_file, fill_in, parse_float, poll_intervals, read_file, rmtree, write_file
 from .queue import Queue, QueueRefused
 from .spares import Spares, copy_tree
 
@@ -178,15 +178,16 @@ class Jobs:
             for name, text in ((JobFile.COMMAND, command), (JobFile.SPEC, json.dumps(spec.to_json())),
                                (JobFile.CWD, cwd), (JobFile.WORKER, worker), (JobFile.LAUNCH, json.dumps(launch)),
                                (JobFile.OUTPUT, "")):
-                write_file(os.path.join(job_dir, name), text)
+                create_file(os.path.join(job_dir, name), text)
+            os.mkdir(os.path.join(job_dir, JobFile.PENDING), mode=0o700)
             for name in JobFile.END_FILES:
-                write_file(os.path.join(job_dir, name + JobFile.PENDING), " " * (END_FILE_SIZE - 1) + "\n")
+                create_file(os.path.join(job_dir, JobFile.PENDING, name), " " * (END_FILE_SIZE - 1) + "\n")
             # Files, not argv or tmux's environment: only this user can read
             # them (0600 in a 0700 directory), and no `ps` shows them.
             if secrets:
-                write_file(os.path.join(job_dir, JobFile.SECRETS), env_script(secrets))
+                create_file(os.path.join(job_dir, JobFile.SECRETS), env_script(secrets))
             if notify_command:
-                write_file(os.path.join(job_dir, JobFile.NOTIFY), notify_command + "\n")
+                create_file(os.path.join(job_dir, JobFile.NOTIFY), notify_command + "\n")
             try:
                 self.queue.submit(job_id, spec.gpus, worker)
             except QueueRefused as exc:

@@ -34,8 +34,10 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   under ~/.p); the command runs with the umask the script was given, so a
 #   job's own files come out as they would over `ssh host cmd`.
 # - The end files are written over space reserved when the job started
-#   (`<name>.pending`, filled in place, then renamed): a disk the job filled
-#   cannot leave them empty, so its end and exit status are never lost.
+#   (`pending/<name>`, filled in place, then moved into the job's directory
+#   by one `mv`, which moves them in order, `exitcode` last): a disk the job
+#   filled cannot leave them empty, so its end and exit status are never
+#   lost. Where that fails, each is recorded on its own, as it can be.
 # - The job's variables (`-e`, `--secret`) come from files the agent wrote
 #   (0600), sourced by the job's own shell just before the command: they are
 #   in no argv, and no value is evaluated (each is single-quoted, see
@@ -50,7 +52,7 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   swallows, so no screen shows it) travels the same way as the job's
 #   output: once it is in output.log, all of the job's output is before it,
 #   and that length goes to `log_end`, so readers leave out marker and banner.
-#   It is sent first, and travels while `ended_at` is recorded: looked for
+#   It is sent first, and travels while the end time is read: looked for
 #   then, it is there already (no wait, no `sleep` process).
 # - `times` just before the job and just after it (the shell's builtin, so
 #   no process of its own): the children's line grows by the CPU time of the
@@ -61,8 +63,8 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   client can act on the end (`p rm`) before it is logged.
 # - `ended_at` is kept to the millisecond, the precision of `started_at`, so
 #   the status bar and the client compute the same duration from the same
-#   numbers; `exitcode` is written last, in one small write: once it holds a
-#   number, the job has finished.
+#   numbers; `exitcode` comes last: once it holds a number, the job has
+#   finished.
 # - Its slot frees when the job ends: jobs waiting in the worker's queue
 #   (queue.py) start then. The agent looks for that, but if no agent runs
 #   (killed, crashed), nobody would: the script starts one with the launcher
@@ -98,7 +100,6 @@ trap : INT
 [ ! -e "$job/{secrets}" ] || rm -f "$job/{secrets}"
 printf '{marker_printf}{marker_after}'{marker_to}
 end=$(now)
-record {ended_at} "$end"
 n=0
 until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
     [ $n -lt 520 ] || break
@@ -106,9 +107,19 @@ until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
 done
 size=$(wc -c < "$job/{output}")
 [ $n -lt 520 ] && size=$((size - {marker_len}))
-record {log_end} "$size"
-printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
-record {exitcode} "$code"
+logged=
+if fill {ended_at} "$end" && fill {log_end} "$size" && fill {exitcode} "$code"; then
+    printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
+    logged=1
+    mv -f "$job/{pending}/{ended_at}" "$job/{pending}/{log_end}" "$job/{pending}/{exitcode}" "$job/"
+fi
+[ -s "$job/{exitcode}" ] || {{
+    record {ended_at} "$end"
+    record {log_end} "$size"
+    [ -n "$logged" ] ||
+        printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
+    record {exitcode} "$code"
+}}
 if [ -f "$job/{notify}" ]; then
     (
         trap '' HUP
@@ -148,10 +159,15 @@ if grep -q '"waiting": \\[{{' {queue} 2>/dev/null && [ -f {agent_start} ] && ! a
 fi
 """
 
-# Writes end file $1 as $2 over its reserved space (needs $job).
+# `fill` writes end file $1 as $2 in its reserved space (needs $job), where
+# it waits for one `mv` to move the filled ones into place; `record` writes
+# one and moves it, or writes it as it can where nothing was reserved.
 RECORD_FN = """\
+fill() {{
+    printf '%-{pad}s\\n' "$2" 1<>"$job/{pending}/$1"
+}} 2>/dev/null
 record() {{
-    printf '%-{pad}s\\n' "$2" 1<>"$job/$1{pending}" && mv -f "$job/$1{pending}" "$job/$1" ||
+    fill "$1" "$2" && mv -f "$job/{pending}/$1" "$job/$1" ||
         echo "$2" > "$job/$1" || : > "$job/{end_failed}"
 }}"""
 
@@ -347,6 +363,7 @@ def run_sh(job_id: str, job_dir: str, workdir: str, command: str, tmux_socket: s
         expect_client="1" if expect_client else "",
         client_polls=CLIENT_POLLS,
         log_end=JobFile.LOG_END,
+        pending=JobFile.PENDING,
         ended_at=JobFile.ENDED_AT,
         output=JobFile.OUTPUT,
         exitcode=JobFile.EXIT_CODE,
