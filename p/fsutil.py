@@ -4,6 +4,7 @@ content or the new, never half of one; and privately, owner only (files
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 
@@ -19,6 +20,19 @@ def private_open(path: str, mode: str = "a") -> IO[str]:
     fd = os.open(path, flags, 0o600)
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, mode)
+
+
+def locked(path: str) -> IO[str]:
+    """``path`` (a lock file, as private_open makes it) held exclusively
+    until the file is closed: ``with locked(path):``. A function, not a
+    contextlib one: contextlib costs every command's start ~0.4 ms."""
+    lock = private_open(path)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 def atomic_write(path: str, data: str | bytes, mode: int = 0o600, durable: bool = True) -> None:

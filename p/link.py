@@ -8,11 +8,8 @@ needed, forward the socket, connect: once per ControlPersist window.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from p_protocol import VERSION
 from p_protocol.layout import Layout
@@ -21,11 +18,13 @@ from . import config as config_module
 from .agent_client import AgentClient, AgentGone
 from .config import Config, Worker
 from .errors import PError
-from .fsutil import private_open
+from .fsutil import locked
 from .ssh import Transport
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
+    from typing import IO
+
     from .provision import WorkerFacts
 
 
@@ -89,15 +88,12 @@ def connect(worker_name: str | None = None, *, config: Config | None = None) -> 
     return Link(transport, agent)
 
 
-@contextmanager
-def _cold_lock(transport: Transport) -> Iterator[None]:
+def _cold_lock(transport: Transport) -> IO[str]:
     """One cold path per worker at a time: fifty `p` started at once would
     otherwise start fifty masters (leaked, each an sshd session for
     ControlPersist) and open fifty connections at once, past sshd's
     MaxStartups. The others wait here, then find the link warm."""
-    with private_open(os.path.join(transport.runtime, f"cold-{transport.key}.lock")) as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return locked(os.path.join(transport.runtime, f"cold-{transport.key}.lock"))
 
 
 def connect_cold(transport: Transport, facts: WorkerFacts | None = None, *, quiet: bool = False) -> AgentClient:

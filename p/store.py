@@ -15,12 +15,9 @@ deleted unless the user asks (`p doctor --fix`).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from p_protocol import JOB_ID_RE, SHORT_ID_LEN, ProtocolError
 from p_protocol.jobspec import FIELD_NAMES as SPEC_NAMES
@@ -30,11 +27,11 @@ from p_protocol.wire import KINDS, SPEC, Field, check_fields
 
 from . import events, paths
 from .errors import PError
-from .fsutil import atomic_write, private_open
+from .fsutil import atomic_write, locked
 
 TYPE_CHECKING = False  # typing costs startup time; only type checkers import it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import IO, Any
 
 ID_PREFIX_RE = re.compile(r"^[0-9a-f]{1,32}$")
 # A client-only status: a running job no worker has told us about for a
@@ -216,13 +213,10 @@ class Store:
             raise PError(f"malformed job id {job_id!r}")
         return os.path.join(self.dir, f"{job_id}.json")
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> IO[str]:
         for directory in (paths.data_dir(), self.dir):  # makedirs' mode is the leaf's only
             os.makedirs(directory, mode=0o700, exist_ok=True)
-        with private_open(self.lock_path) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+        return locked(self.lock_path)
 
     def _dir_mtime(self) -> int:
         try:

@@ -25,8 +25,9 @@ from p_protocol.layout import END_FILE_SIZE, JobFile, Layout
 #   session of its own (`setsid`: no controlling terminal to open as
 #   /dev/tty) and without TERM. `cat` copies the pipe (a fifo, unlinked once
 #   open) into the pane, so the output is captured and shown as for any job.
-#   The tmux engine makes the fifo as it writes this script: a process
-#   fewer while the job starts (an engine that does not, this script makes).
+#   The tmux engine makes the fifo as it writes this script, and `rm` runs
+#   beside the job: two processes fewer before it starts (an engine that
+#   makes none, this script makes).
 #   The end marker below goes through the same pipe, behind the job's last
 #   byte; whatever a background process of the job writes later is not the
 #   job's output, and does not hold up its end.
@@ -181,7 +182,7 @@ NO_TTY_START = """\
 [ -p "$job/{fifo}" ] || mkfifo -m 600 "$job/{fifo}"
 cat "$job/{fifo}" &
 exec 3>"$job/{fifo}"
-rm -f "$job/{fifo}"
+rm -f "$job/{fifo}" 3>&- &
 detach=setsid
 command -v setsid >/dev/null 2>&1 || {{ detach=; set -m; }}
 $detach sh -c 'echo $$ > "$1/{pgid}"; umask "$5"; unset TERM TMUX TMUX_PANE
