@@ -73,6 +73,19 @@ def test_a_script_unanswered_in_time_over_a_master_is_a_lost_link(tmp_path: Path
     assert raised.value.message == "worker w1 did not answer within 0.2 s"
 
 
+def test_short_names_are_sha256_as_ever() -> None:
+    """paths.name_digest does not load hashlib, yet names a worker's
+    sockets and a directory's spare as earlier versions did: an upgraded
+    client finds the master and the spare it left."""
+    import hashlib
+
+    from p.paths import name_digest
+
+    for text in ("w1\0user@host:2222\0-F\0/x/ssh_config", "h\0/home/ü/src", ""):
+        assert name_digest(text) == hashlib.sha256(text.encode()).hexdigest()[:16]
+        assert name_digest(text, 32) == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def test_job_ids_are_checked_before_reaching_paths() -> None:
     good = uuid.uuid4().hex
     assert checked_job_id(good) == good
