@@ -3,7 +3,6 @@ on a worker with python3 and no binary built for it, a zipapp of the source."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import cache
@@ -11,7 +10,7 @@ from types import ModuleType
 
 from p_protocol import VERSION
 from p_protocol.platforms import ARCHES, normalize_arch
-from p_protocol.sources import agent_roots, digest_sources
+from p_protocol.sources import agent_roots, digest_sources, sha256
 
 from .errors import PError
 
@@ -53,7 +52,7 @@ def choose(worker: str, machine: str, system: str, has_python3: bool) -> Artifac
     if binary is not None:
         return binary
     if has_python3:
-        return Artifact("zipapp", arch, hashlib.sha256(zipapp_bytes()).hexdigest(), None)
+        return Artifact("zipapp", arch, sha256(zipapp_bytes()).hexdigest(), None)
     raise PError(f"worker {worker} ({arch}) has no python3 and this install of p carries no "
                  f"p-agent binary for {arch}; build them with `make agents` and reinstall p")
 

@@ -63,14 +63,7 @@ def runtime_dir() -> str:
 
 def name_digest(text: str, length: int = 16) -> str:
     """A file name for ``text`` (a worker's sockets, a directory's spare):
-    hex of its SHA-256. CPython's own module computes it: hashlib would
-    load OpenSSL first, ~2 ms of every command's start for a few bytes
-    (big data is hashed with hashlib, which is faster at that)."""
-    try:
-        from _sha2 import sha256  # Python 3.12 and later
-    except ImportError:
-        try:
-            from _sha256 import sha256  # type: ignore[no-redef]  # Python 3.9 to 3.11
-        except ImportError:  # a Python built without it
-            from hashlib import sha256  # type: ignore[no-redef]
+    hex of its SHA-256, without loading hashlib (see sources.sha256)."""
+    from p_protocol.sources import sha256
+
     return sha256(text.encode(errors="surrogateescape")).hexdigest()[:length]

@@ -322,9 +322,9 @@ class Transport:
 
 def _listening(path: str) -> bool:
     """Whether something accepts connections on unix socket ``path``."""
-    import socket
+    import _socket  # not socket: see agent_client
 
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         probe.connect(path)
     except OSError:
