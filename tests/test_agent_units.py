@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 from collections.abc import Container
 from pathlib import Path
@@ -368,11 +369,18 @@ def test_a_jobs_session_is_open_while_its_script_runs_and_only_that_script(tmp_p
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     assert _script_runs(str(job_dir)) is None  # not said yet: tmux is asked
-    (job_dir / JobFile.SCRIPT).write_text("sleep 30\n")
-    script = subprocess.Popen(["sh", str(job_dir / JobFile.SCRIPT)])
+    # As run.sh does: the script says its own pid, once it runs (a pid
+    # written for it from outside may name a process not yet running it).
+    (job_dir / JobFile.SCRIPT).write_text(f'echo $$ > "$1/{JobFile.SCRIPT_PID}"\nsleep 30\n')
+    script = subprocess.Popen(["sh", str(job_dir / JobFile.SCRIPT), str(job_dir)])
     other = subprocess.Popen(["sleep", "30"])
     try:
-        (job_dir / JobFile.SCRIPT_PID).write_text(f"{script.pid}\n")
+        pid_file = job_dir / JobFile.SCRIPT_PID
+        deadline = time.monotonic() + 10
+        while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+            assert time.monotonic() < deadline, "the script never said its pid"
+            time.sleep(0.01)
+        assert pid_file.read_text() == f"{script.pid}\n"
         assert _script_runs(str(job_dir)) is True
         (job_dir / JobFile.SCRIPT_PID).write_text(f"{other.pid}\n")  # its pid reused since
         assert _script_runs(str(job_dir)) is None

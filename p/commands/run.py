@@ -512,10 +512,9 @@ def _allowed_sensitive() -> dict[str, list[str]]:
 
 
 def _spare_key(cwd: str) -> str:
-    """Names this machine's directory on the worker (see Op.PREPARE)."""
-    import socket
-
-    return paths.name_digest(f"{socket.gethostname()}\0{cwd}")
+    """Names this machine's directory on the worker (see Op.PREPARE). The
+    host's name as socket.gethostname() gives it, without importing socket."""
+    return paths.name_digest(f"{os.uname().nodename}\0{cwd}")
 
 
 def _terminal_size() -> tuple[int, int]:
