@@ -108,17 +108,13 @@ until tail -c 256 "$job/{output}" | grep -q {marker_text}; do
 done
 size=$(wc -c < "$job/{output}")
 [ $n -lt 520 ] && size=$((size - {marker_len}))
-logged=
-if fill {ended_at} "$end" && fill {log_end} "$size" && fill {exitcode} "$code"; then
-    printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
-    logged=1
-    mv -f "$job/{pending}/{ended_at}" "$job/{pending}/{log_end}" "$job/{pending}/{exitcode}" "$job/"
-fi
+filled=
+fill {ended_at} "$end" && fill {log_end} "$size" && fill {exitcode} "$code" && filled=1
+printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
+[ -z "$filled" ] || mv -f "$job/{pending}/{ended_at}" "$job/{pending}/{log_end}" "$job/{pending}/{exitcode}" "$job/"
 [ -s "$job/{exitcode}" ] || {{
     record {ended_at} "$end"
     record {log_end} "$size"
-    [ -n "$logged" ] ||
-        printf '{{"t":%s,"event":"ended","id":"{job_id}","exit_code":%d}}\n' "$end" "$code" >> {events_log}
     record {exitcode} "$code"
 }}
 if [ -f "$job/{notify}" ]; then
